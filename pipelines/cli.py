@@ -1,0 +1,96 @@
+"""`s2s`: the command line. Errors become one line on stderr and an exit code, here only.
+
+Stage commands run as Prefect flows (run history); their inputs and config are checked first,
+so mistakes fail in about a second, before Ray or Prefect start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from typing import Sequence
+
+from pipelines import settings as settings_module
+from s2s_core.errors import S2SError
+
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
+
+
+def _prepare_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prepare", help="clean, deduplicate, split and shard corpora; train SentencePiece",
+                       description="Corpora (TSV, JSONL, Parquet, aligned text; local or s3://, plain or .gz) "
+                                   "-> OUTPUT/{train,valid,test}/part-NNNNN.parquet, rejects/, tokenizer/, "
+                                   "manifest.json")
+    p.add_argument("--input", action="append", required=True, metavar="URI",
+                   help="file, directory/prefix, glob, or aligned pair prefix (corpus -> corpus.en + corpus.it); repeatable")
+    p.add_argument("--valid", action="append", default=[], metavar="URI", help="held-out validation input instead of a hash split")
+    p.add_argument("--test", action="append", default=[], metavar="URI", help="held-out test input instead of a hash split")
+    p.add_argument("--output", required=True, metavar="URI", help="dataset location (local directory or s3://bucket/prefix)")
+    p.add_argument("--config", metavar="FILE", help="YAML overlay of the prepare config")
+    p.add_argument("--overwrite", action="store_true", help="replace a different dataset already at --output")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. tokenizer.vocab_size=16000")
+    p.set_defaults(run=_run_prepare)
+
+
+def _run_prepare(args: argparse.Namespace, settings: settings_module.Settings) -> int:
+    from pipelines.prepare.flow import prepare_corpus, resolve_config, resolve_plan
+    from pipelines.prepare.report import counts_table
+    from pipelines.storage import Storage
+
+    if not args.debug:
+        settings_module.quiet_console_errors()
+    config = resolve_config(args.config, args.overrides)
+    resolve_plan(Storage(settings.s3), args.input, args.valid, args.test, config)  # fail fast
+    manifest = prepare_corpus(inputs=args.input, output=args.output, valid_inputs=args.valid,
+                              test_inputs=args.test, config_file=args.config, overrides=args.overrides,
+                              overwrite=args.overwrite)
+    print(counts_table(manifest, args.output))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="s2s", description="Sequence-to-sequence pipelines on Ray + Prefect.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("--ray-address", metavar="ADDR", help="existing Ray cluster (default: RAY_ADDRESS, else a local Ray)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _prepare_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the process exit code (also when used in-process by tests)."""
+    args = build_parser().parse_args(argv)
+    settings = settings_module.load_settings()
+    debug = args.debug or settings.debug
+    if args.ray_address:
+        settings = settings_module.with_ray_address(settings, args.ray_address)
+    settings_module.prepare_process(debug)
+    try:
+        return args.run(args, settings)
+    except S2SError as err:
+        return _fail(err, err.exit_code, debug)
+    except KeyboardInterrupt:
+        return _fail(None, EXIT_INTERRUPTED, debug, "interrupted")
+    except Exception as err:  # noqa: BLE001 - the one place that turns surprises into a line
+        return _fail(err, EXIT_INTERNAL, debug, f"internal error: {type(err).__name__}: {_first_line(err)} "
+                                                "(run with --debug for the traceback)")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _fail(err: BaseException | None, code: int, debug: bool, message: str | None = None) -> int:
+    if debug and err is not None:
+        traceback.print_exception(err)
+    print(f"error: {message or _first_line(err)}", file=sys.stderr)
+    logging.shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

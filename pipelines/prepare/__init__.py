@@ -1,0 +1,1 @@
+"""The `prepare` stage: corpora -> cleaned, deduplicated, split Parquet shards + SentencePiece."""

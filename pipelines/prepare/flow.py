@@ -1,0 +1,84 @@
+"""Prefect flow `prepare_corpus`: plan -> fingerprint -> shard job on Ray -> tokenizer -> manifest.
+
+Each Prefect task wraps a whole Ray job (never Prefect inside Ray workers). Retries sit only
+around I/O that may fail transiently; the shard job is deterministic, so a retry rewrites the
+same files.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from pipelines import ray_runtime
+from pipelines.prepare import job
+from pipelines.prepare.plan import Plan, plan_inputs
+from pipelines.prepare.report import counts_markdown
+from pipelines.settings import load_settings
+from pipelines.storage import Storage, basename
+from s2s_core.config import build, load_yaml, merge, parse_overrides
+from s2s_core.data.config import PrepareConfig
+
+
+def resolve_config(config_file: str | None, overrides: list[str]) -> PrepareConfig:
+    """Defaults <- YAML file <- key=value overrides, validated together."""
+    data = load_yaml(config_file) if config_file else {}
+    return build(PrepareConfig, merge(data, parse_overrides(overrides)))
+
+
+def resolve_plan(storage: Storage, inputs: list[str], valid: list[str], test: list[str],
+                 config: PrepareConfig) -> Plan:
+    roles = [(u, "auto") for u in inputs] + [(u, "valid") for u in valid] + [(u, "test") for u in test]
+    return plan_inputs(storage, roles, config)  # type: ignore[arg-type]
+
+
+@task(retries=2, retry_delay_seconds=2)
+def fingerprint(storage: Storage, plan: Plan) -> list[dict]:
+    return job.fingerprint_inputs(storage, plan)
+
+
+@task
+def shard_job(storage: Storage, plan: Plan, config: PrepareConfig, output: str):
+    return job.run_shard_job(storage, plan, config, output, sys.stderr)
+
+
+@task(retries=1)
+def tokenizer_job(storage: Storage, output: str, train_paths: list[str], config: PrepareConfig) -> dict:
+    return ray_runtime.get(job.train_tokenizer.remote(storage, output, train_paths, config))
+
+
+def _run_name() -> str:
+    from prefect.runtime import flow_run
+    output = flow_run.parameters.get("output", "dataset")
+    return f"prepare-{basename(output) or 'dataset'}-{dt.date.today():%Y%m%d}"
+
+
+@flow(name="prepare_corpus", flow_run_name=_run_name)
+def prepare_corpus(inputs: list[str], output: str, valid_inputs: list[str] | None = None,
+                   test_inputs: list[str] | None = None, config_file: str | None = None,
+                   overrides: list[str] | None = None, overwrite: bool = False) -> dict:
+    """Prepare corpora into `output`; returns the manifest (existing one if up to date)."""
+    logger = get_run_logger()
+    settings = load_settings()
+    storage = Storage(settings.s3)
+    config = resolve_config(config_file, overrides or [])
+    plan = resolve_plan(storage, inputs, valid_inputs or [], test_inputs or [], config)
+    ray_runtime.ensure_ray(settings)
+    fingerprints = fingerprint(storage, plan)
+    new_id = job.dataset_id(fingerprints, config)
+    existing = job.check_output(storage, output, new_id, overwrite)
+    if existing is not None:
+        logger.info("%s already holds this dataset (%s): nothing to do", output, new_id[:12])
+        return existing
+    maps, shards, rejects = shard_job(storage, plan, config, output)
+    manifest = job.build_manifest(new_id, fingerprints, config, maps, shards, rejects, None, plan)
+    if config.tokenizer.enabled:
+        train_paths = [f["path"] for f in manifest["shards"]["train"]]
+        manifest["tokenizer"] = tokenizer_job(storage, output, train_paths, config)
+    job.write_manifest(storage, output, manifest)
+    create_markdown_artifact(counts_markdown(manifest, output), key="prepare-counts",
+                             description=f"prepare_corpus -> {output}")
+    return manifest

@@ -1,0 +1,58 @@
+"""Connecting to Ray: an existing cluster by address, or a local Ray started on demand.
+
+Ray 2.60 turns token authentication on by default; a local Ray generates its token and a
+remote cluster's token comes from Ray's own settings (`RAY_AUTH_TOKEN` or the token file),
+so nothing here handles secrets. Ray Client (`ray://`) is avoided: flaky here.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import ray
+from ray.exceptions import RayTaskError
+
+from pipelines.settings import Settings
+from s2s_core.errors import S2SError
+
+
+class ClusterError(S2SError):
+    exit_code = 6
+
+
+def ensure_ray(settings: Settings) -> None:
+    """Connect once per process; reuse an existing connection (tests, flows calling flows)."""
+    if ray.is_initialized():
+        return
+    address = settings.ray_address
+    if address and address.startswith("ray://"):
+        raise ClusterError(f"Ray Client address {address} is not supported: use the cluster's GCS "
+                           "address (host:6379) or submit with the Ray Jobs API")
+    try:
+        if address:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        else:
+            ray.init(num_cpus=settings.local_ray_cpus, include_dashboard=False,
+                     logging_level=logging.WARNING, log_to_driver=False)
+    except ConnectionError as err:
+        raise ClusterError(f"cannot reach the Ray cluster at {address}: {str(err).splitlines()[0]}") from None
+
+
+def cluster_cpus() -> float:
+    return float(ray.cluster_resources().get("CPU", 1.0))
+
+
+def unwrap(error: BaseException) -> BaseException:
+    """The user-level error inside a Ray task failure, so the CLI can print it in one line."""
+    if isinstance(error, RayTaskError) and isinstance(error.cause, S2SError):
+        return error.cause
+    return error
+
+
+def get(refs: Any) -> Any:
+    """`ray.get` that re-raises our own errors from inside tasks unwrapped."""
+    try:
+        return ray.get(refs)
+    except RayTaskError as err:
+        raise unwrap(err) from None

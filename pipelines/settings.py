@@ -1,0 +1,85 @@
+"""Settings from the environment: the ONE module that reads environment variables.
+
+S2S_* variables configure the project; S3 credentials follow the standard AWS chain
+(`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, profiles, instance roles),
+which pyarrow and boto3 resolve themselves when no explicit key is set here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Mapping
+
+
+@dataclass(frozen=True, kw_only=True)
+class S3Settings:
+    """How to reach S3 or an S3-compatible server. Secrets never appear in `repr`."""
+
+    endpoint_url: str | None = None
+    """e.g. http://127.0.0.1:8333 for a local server; None means AWS itself."""
+    region: str = "us-east-1"
+    access_key: str | None = field(default=None, repr=False)
+    """None lets pyarrow/boto3 use the standard AWS credential chain."""
+    secret_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything the pipelines take from the environment, read once."""
+
+    s3: S3Settings
+    ray_address: str | None = None
+    """Address of an existing Ray cluster; None starts a local Ray on demand."""
+    local_ray_cpus: int | None = None
+    """CPUs for a local Ray started on demand (None: all of this machine's)."""
+    debug: bool = False
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read settings from `environ` (default: the process environment)."""
+    env = os.environ if environ is None else environ
+    s3 = S3Settings(
+        endpoint_url=env.get("S2S_S3_ENDPOINT") or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL"),
+        region=env.get("S2S_S3_REGION") or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+        access_key=env.get("AWS_ACCESS_KEY_ID"),
+        secret_key=env.get("AWS_SECRET_ACCESS_KEY"),
+        session_token=env.get("AWS_SESSION_TOKEN"),
+    )
+    cpus = env.get("S2S_LOCAL_RAY_CPUS")
+    return Settings(
+        s3=s3,
+        ray_address=env.get("S2S_RAY_ADDRESS") or env.get("RAY_ADDRESS") or None,
+        local_ray_cpus=int(cpus) if cpus else None,
+        debug=env.get("S2S_DEBUG", "") not in ("", "0", "false"),
+    )
+
+
+def with_ray_address(settings: Settings, address: str) -> Settings:
+    """`--ray-address` on the command line wins over the environment."""
+    from dataclasses import replace
+    return replace(settings, ray_address=address)
+
+
+def prepare_process(debug: bool) -> None:
+    """Process-wide defaults the CLI needs before Prefect is imported.
+
+    Prefect's own telemetry is switched off unless the user set it; and without --debug,
+    Prefect's console log keeps its one-line messages but drops tracebacks (the CLI prints
+    the error once itself).
+    """
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "DEBUG" if debug else "WARNING")
+
+
+def quiet_console_errors() -> None:
+    """Without --debug, keep Prefect's console from printing errors (with tracebacks) that the
+    CLI reports itself in one line. Only console handlers change: the run history still gets
+    the full error through Prefect's API log handler."""
+    import logging
+
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
+        for handler in logging.getLogger(name).handlers:
+            if type(handler).__name__ == "PrefectConsoleHandler":
+                handler.setLevel(logging.CRITICAL)

@@ -1,0 +1,149 @@
+"""Typed configuration: dataclasses overlaid with YAML files and dotted `key=value` overrides.
+
+A config class is a `@dataclass(kw_only=True)` whose fields are scalars, lists of scalars or
+nested config dataclasses. Each class may define `problems() -> list[str]` for value checks;
+`build()` collects every problem of every section into one `ConfigError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from s2s_core.errors import ConfigError
+
+C = TypeVar("C")
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """Turn `["a.b=1", "c=x"]` into the nested dict `{"a": {"b": 1}, "c": "x"}` (YAML scalars).
+
+    Raises:
+        ConfigError: for an item without `=` or with an empty key.
+    """
+    tree: dict[str, Any] = {}
+    problems = []
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            problems.append(f"override {pair!r} must look like key=value")
+            continue
+        node = tree
+        *parents, leaf = key.strip().split(".")
+        for name in parents:
+            node = node.setdefault(name, {})
+        node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
+    if problems:
+        raise ConfigError(problems)
+    return tree
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping from a local file; errors name the file."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([f"config file {path} does not exist"]) from None
+    except yaml.YAMLError as err:
+        raise ConfigError([f"config file {path} is not valid YAML ({str(err).splitlines()[0]})"]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"config file {path} must hold a mapping, not {type(data).__name__}"])
+    return data
+
+
+def merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge two nested dicts; values of `overlay` win."""
+    out = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def build(cls: type[C], data: dict[str, Any]) -> C:
+    """Build and validate a config of type `cls` from nested plain data.
+
+    Raises:
+        ConfigError: listing every unknown key, wrongly typed value and failed check at once.
+    """
+    problems: list[str] = []
+    config = _build(cls, data, "", problems)
+    if not problems:
+        _check(config, "", problems)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The plain-data form of a config, suitable for JSON/YAML (a run writes it out)."""
+    return dataclasses.asdict(config)
+
+
+def _build(cls: type[C], data: Any, where: str, problems: list[str]) -> C:
+    if not isinstance(data, dict):
+        problems.append(f"`{where.rstrip('.')}` must be a mapping, not {data!r}")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    for key in unknown:
+        problems.append(f"unknown key `{where}{key}` (valid keys: {', '.join(sorted(fields))})")
+    values = {}
+    for name, raw in data.items():
+        if name in fields:
+            values[name] = _coerce(hints[name], raw, f"{where}{name}", problems)
+    return cls(**values)
+
+
+def _coerce(hint: Any, raw: Any, where: str, problems: list[str]) -> Any:
+    """Check `raw` against a field's type, converting where it is lossless (int -> float)."""
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, raw, where + ".", problems)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if raw is None and type(None) in options:
+            return None
+        hint = next(t for t in options if t is not type(None))
+        origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        allowed = typing.get_args(hint)
+        if raw not in allowed:
+            problems.append(f"`{where}` must be one of {', '.join(map(repr, allowed))}, but is {raw!r}")
+        return raw
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(raw, list):
+            raw = [raw]
+        return [_coerce(item, value, f"{where}[{i}]", problems) for i, value in enumerate(raw)]
+    return _coerce_scalar(hint, raw, where, problems)
+
+
+def _coerce_scalar(hint: Any, raw: Any, where: str, problems: list[str]) -> Any:
+    if hint is float and isinstance(raw, int) and not isinstance(raw, bool):
+        return float(raw)
+    if hint is Any or (isinstance(raw, hint) and not (hint is int and isinstance(raw, bool))):
+        return raw
+    problems.append(f"`{where}` must be {hint.__name__}, but is {raw!r}")
+    return raw
+
+
+def _check(config: Any, where: str, problems: list[str]) -> None:
+    """Run each section's own `problems()` check, prefixing its field paths."""
+    own = getattr(config, "problems", None)
+    if own is not None:
+        problems.extend(f"`{where}{msg[1:]}" if msg.startswith("`") else f"{where}{msg}" for msg in own())
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if dataclasses.is_dataclass(value):
+            _check(value, f"{where}{field.name}.", problems)

@@ -1,0 +1,1 @@
+"""Pure corpus preparation pieces: readers, cleaning, hashing/splitting and the tokenizer config."""

@@ -1,0 +1,165 @@
+"""Configuration of the `prepare` stage (typed; YAML and `key=value` overlays via s2s_core.config)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+FORMATS = ("tsv", "jsonl", "parquet", "text")
+
+
+@dataclass(kw_only=True)
+class ReaderConfig:
+    format: Literal["auto", "tsv", "jsonl", "parquet", "text"] = "auto"
+    """Input format; `auto` decides from the name (.tsv, .jsonl, .parquet, with optional .gz)."""
+    source_field: str = "source"
+    """JSONL field / Parquet column holding the source text."""
+    target_field: str = "target"
+    """JSONL field / Parquet column holding the target text."""
+    source_lang: str = "en"
+    """For aligned text files: input `corpus` means `corpus.<source_lang>` + `corpus.<target_lang>`."""
+    target_lang: str = "it"
+    """See `source_lang`."""
+    keep_metadata: bool = True
+    """Carry the other JSONL fields / Parquet columns into the shards."""
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.source_field == self.target_field:
+            out.append(f"`source_field` and `target_field` must differ, but both are {self.source_field!r}")
+        if self.source_lang == self.target_lang:
+            out.append(f"`source_lang` and `target_lang` must differ, but both are {self.source_lang!r}")
+        return out
+
+
+@dataclass(kw_only=True)
+class CleanConfig:
+    unicode_nfc: bool = True
+    """Normalise both sides to Unicode NFC."""
+    normalize_whitespace: bool = True
+    """Collapse runs of whitespace (Unicode spaces too) to one space and trim the ends."""
+    drop_control_chars: bool = True
+    """Reject pairs containing C0/C1 control characters (NUL included) other than whitespace."""
+    max_chars: int | None = 1000
+    """Reject a pair when either side has more characters than this (None: no limit)."""
+    max_tokens: int | None = 250
+    """Reject a pair when either side has more whitespace-separated tokens (None: no limit)."""
+    max_length_ratio: float | None = 3.0
+    """Reject when the longer side has more than this times the characters of the shorter."""
+    ratio_min_chars: int = 20
+    """Apply the ratio test only when the longer side has at least this many characters."""
+    drop_identical: bool = True
+    """Reject pairs whose source equals their target (after normalisation)."""
+
+    def problems(self) -> list[str]:
+        out = []
+        for name in ("max_chars", "max_tokens"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                out.append(f"`{name}` must be >= 1 (or null for no limit), but is {value}")
+        if self.max_length_ratio is not None and self.max_length_ratio < 1:
+            out.append(f"`max_length_ratio` must be >= 1 (or null), but is {self.max_length_ratio}")
+        if self.ratio_min_chars < 0:
+            out.append(f"`ratio_min_chars` must be >= 0, but is {self.ratio_min_chars}")
+        return out
+
+
+@dataclass(kw_only=True)
+class SplitConfig:
+    valid_fraction: float = 0.01
+    """Share of unique pairs put in `valid` (ignored when `valid_rows` is set or a valid input is given)."""
+    test_fraction: float = 0.01
+    """Share of unique pairs put in `test` (ignored when `test_rows` is set or a test input is given)."""
+    valid_rows: int | None = None
+    """Exact number of pairs for `valid`, chosen by hash."""
+    test_rows: int | None = None
+    """Exact number of pairs for `test`, chosen by hash."""
+    seed: int = 0
+    """Changes which pairs the hash split picks, deterministically."""
+
+    def problems(self) -> list[str]:
+        out = []
+        for name in ("valid_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                out.append(f"`{name}` must be in [0, 1), but is {value}")
+        if self.valid_fraction + self.test_fraction >= 1:
+            out.append("`valid_fraction` + `test_fraction` must be below 1, "
+                       f"but is {self.valid_fraction + self.test_fraction}")
+        for name in ("valid_rows", "test_rows"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                out.append(f"`{name}` must be >= 0, but is {value}")
+        if self.seed < 0:
+            out.append(f"`seed` must be >= 0, but is {self.seed}")
+        return out
+
+
+@dataclass(kw_only=True)
+class ShardConfig:
+    input_mb_per_shard: float = 16.0
+    """Shard count = ceil(total input MB / this); shards are hash ranges of the pair ids."""
+    num_shards: int | None = None
+    """Fixed shard count instead (the same count gives the same shards on any cluster)."""
+    chunk_mb: float = 8.0
+    """Size of the pieces of each input read in parallel; it never changes the output."""
+    compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
+    """Parquet compression of the shards."""
+
+    def problems(self) -> list[str]:
+        out = []
+        for name in ("input_mb_per_shard", "chunk_mb"):
+            if getattr(self, name) <= 0:
+                out.append(f"`{name}` must be > 0, but is {getattr(self, name)}")
+        if self.num_shards is not None and not 1 <= self.num_shards <= 100_000:
+            out.append(f"`num_shards` must be in [1, 100000], but is {self.num_shards}")
+        return out
+
+
+@dataclass(kw_only=True)
+class TokenizerConfig:
+    enabled: bool = True
+    """Train a SentencePiece model on the train split."""
+    model_type: Literal["unigram", "bpe"] = "unigram"
+    """SentencePiece algorithm."""
+    vocab_size: int = 8000
+    """Vocabulary size, special tokens (pad, unk, bos, eos) included."""
+    shared: bool = True
+    """One vocabulary for source and target; False trains one model per side."""
+    character_coverage: float = 1.0
+    """Share of characters covered by the vocabulary (0.9995 suits large alphabets)."""
+    sample_pairs: int = 200_000
+    """Pairs of the train split used for training, taken in id (hash) order: deterministic."""
+    max_sentence_chars: int = 2000
+    """Longer training sentences are skipped by SentencePiece."""
+    byte_fallback: bool = False
+    """Encode unknown characters as bytes instead of <unk>."""
+    threads: int = 2
+    """Threads SentencePiece trains with."""
+    seed: int = 1
+    """SentencePiece's random seed (its default is a fresh one per run, which is not reproducible)."""
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.vocab_size < 16:
+            out.append(f"`vocab_size` must be >= 16, but is {self.vocab_size}")
+        if not 0.9 <= self.character_coverage <= 1.0:
+            out.append(f"`character_coverage` must be in [0.9, 1.0], but is {self.character_coverage}")
+        for name in ("sample_pairs", "max_sentence_chars", "threads"):
+            if getattr(self, name) < 1:
+                out.append(f"`{name}` must be >= 1, but is {getattr(self, name)}")
+        return out
+
+
+@dataclass(kw_only=True)
+class PrepareConfig:
+    reader: ReaderConfig = field(default_factory=ReaderConfig)
+    """How inputs are parsed."""
+    clean: CleanConfig = field(default_factory=CleanConfig)
+    """Normalisation and filters."""
+    split: SplitConfig = field(default_factory=SplitConfig)
+    """How unique pairs are divided into train/valid/test."""
+    shards: ShardConfig = field(default_factory=ShardConfig)
+    """Output sharding and parallelism."""
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    """SentencePiece training."""

@@ -1,0 +1,49 @@
+"""Domain errors. Each carries the fields it is about, and its message is one line.
+
+The CLI maps these classes to exit codes in one place (`pipelines.cli`), so code raises
+the most precise class and never prints or exits itself.
+"""
+
+from __future__ import annotations
+
+
+class S2SError(Exception):
+    """Base class for every error a user can cause and fix."""
+
+    exit_code = 1
+
+
+class ConfigError(S2SError):
+    """One or more invalid configuration values, reported together."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        if len(self.problems) == 1:
+            message = f"invalid configuration: {self.problems[0]}"
+        else:
+            message = f"invalid configuration ({len(self.problems)} problems): " + "; ".join(self.problems)
+        super().__init__(message)
+
+
+class InputError(S2SError):
+    """A whole input cannot be used (missing, empty, wrong columns, misaligned...)."""
+
+    exit_code = 3
+
+    def __init__(self, uri: str, reason: str) -> None:
+        self.uri = uri
+        self.reason = reason
+        super().__init__(f"{uri}: {reason}")
+
+
+class OutputError(S2SError):
+    """The output location cannot be used as asked (e.g. it holds a different dataset)."""
+
+    exit_code = 4
+
+    def __init__(self, uri: str, reason: str) -> None:
+        self.uri = uri
+        self.reason = reason
+        super().__init__(f"{uri}: {reason}")
