@@ -40,8 +40,6 @@ def _run_prepare(args: argparse.Namespace, settings: settings_module.Settings) -
     from pipelines.prepare.report import counts_table
     from pipelines.storage import Storage
 
-    if not args.debug:
-        settings_module.quiet_console_errors()
     config = resolve_config(args.config, args.overrides)
     resolve_plan(Storage(settings.s3), args.input, args.valid, args.test, config)  # fail fast
     manifest = prepare_corpus(inputs=args.input, output=args.output, valid_inputs=args.valid,

@@ -65,21 +65,12 @@ def with_ray_address(settings: Settings, address: str) -> Settings:
 def prepare_process(debug: bool) -> None:
     """Process-wide defaults the CLI needs before Prefect is imported.
 
-    Prefect's own telemetry is switched off unless the user set it; and without --debug,
-    Prefect's console log keeps its one-line messages but drops tracebacks (the CLI prints
-    the error once itself).
+    Prefect's own telemetry is switched off unless the user set it. Without --debug, Prefect's
+    console handler stays silent about failures (it would print each error with a traceback,
+    and the CLI reports it once, in one line); the run history still gets the full error
+    through Prefect's API log handler.
     """
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "DEBUG" if debug else "WARNING")
-
-
-def quiet_console_errors() -> None:
-    """Without --debug, keep Prefect's console from printing errors (with tracebacks) that the
-    CLI reports itself in one line. Only console handlers change: the run history still gets
-    the full error through Prefect's API log handler."""
-    import logging
-
-    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
-        for handler in logging.getLogger(name).handlers:
-            if type(handler).__name__ == "PrefectConsoleHandler":
-                handler.setLevel(logging.CRITICAL)
+    if not debug:
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")

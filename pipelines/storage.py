@@ -35,6 +35,9 @@ class StorageError(S2SError):
         self.cause = cause
         super().__init__(f"{uri}: {cause}")
 
+    def __reduce__(self):
+        return (type(self), (self.uri, self.cause))
+
 
 class NotFound(StorageError):
     """The object or file does not exist (the bucket, when it is the bucket, says so)."""

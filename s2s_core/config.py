@@ -77,8 +77,7 @@ def build(cls: type[C], data: dict[str, Any]) -> C:
     """
     problems: list[str] = []
     config = _build(cls, data, "", problems)
-    if not problems:
-        _check(config, "", problems)
+    _check(config, "", problems)
     if problems:
         raise ConfigError(problems)
     return config
@@ -141,8 +140,12 @@ def _coerce_scalar(hint: Any, raw: Any, where: str, problems: list[str]) -> Any:
 def _check(config: Any, where: str, problems: list[str]) -> None:
     """Run each section's own `problems()` check, prefixing its field paths."""
     own = getattr(config, "problems", None)
-    if own is not None:
-        problems.extend(f"`{where}{msg[1:]}" if msg.startswith("`") else f"{where}{msg}" for msg in own())
+    try:
+        found = own() if own is not None else []
+    except TypeError:  # a wrongly typed value, already reported by _coerce
+        found = []
+    if found:
+        problems.extend(f"`{where}{msg[1:]}" if msg.startswith("`") else f"{where}{msg}" for msg in found)
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
         if dataclasses.is_dataclass(value):

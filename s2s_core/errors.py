@@ -8,7 +8,11 @@ from __future__ import annotations
 
 
 class S2SError(Exception):
-    """Base class for every error a user can cause and fix."""
+    """Base class for every error a user can cause and fix.
+
+    Errors cross process boundaries (Ray tasks raise them, the driver reports them), so each
+    subclass whose constructor is not `(message)` says how to rebuild it in `__reduce__`.
+    """
 
     exit_code = 1
 
@@ -26,6 +30,9 @@ class ConfigError(S2SError):
             message = f"invalid configuration ({len(self.problems)} problems): " + "; ".join(self.problems)
         super().__init__(message)
 
+    def __reduce__(self):
+        return (type(self), (self.problems,))
+
 
 class InputError(S2SError):
     """A whole input cannot be used (missing, empty, wrong columns, misaligned...)."""
@@ -37,6 +44,9 @@ class InputError(S2SError):
         self.reason = reason
         super().__init__(f"{uri}: {reason}")
 
+    def __reduce__(self):
+        return (type(self), (self.uri, self.reason))
+
 
 class OutputError(S2SError):
     """The output location cannot be used as asked (e.g. it holds a different dataset)."""
@@ -47,3 +57,6 @@ class OutputError(S2SError):
         self.uri = uri
         self.reason = reason
         super().__init__(f"{uri}: {reason}")
+
+    def __reduce__(self):
+        return (type(self), (self.uri, self.reason))

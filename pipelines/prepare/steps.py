@@ -30,6 +30,7 @@ from s2s_core.data.rows import REJECTS_SCHEMA, Parsed, Reason
 from s2s_core.errors import InputError
 
 SPLITS = ("train", "valid", "test")
+OUTPUT_COLUMNS = ["id", "source", "target", "origin"]  # then the inputs' metadata columns
 ROLE_CODE = {"auto": 0, "valid": 1, "test": 2}  # role column in map output; also the forced split
 _READ_AHEAD = 1 << 20
 # Output columns that input metadata may not reuse; clashing metadata gets an `input_` prefix.
@@ -171,7 +172,7 @@ def reduce_shard(storage: Storage, output: str, shard: int, tables: list[pa.Tabl
     splits = _splits(unique, thresholds)
     files, counts = [], {"duplicate": duplicates.num_rows}
     for code, name in enumerate(SPLITS):
-        part = unique.filter(pa.array(splits == code)).sort_by("id").drop_columns(["split_key", "pos", "role", "row"])
+        part = unique.filter(pa.array(splits == code)).sort_by("id").select(OUTPUT_COLUMNS + schema.names)
         counts[name] = part.num_rows
         if part.num_rows:
             files.append(_write(storage, output, f"{name}/part-{shard:05d}.parquet", part, compression) | {"split": name})

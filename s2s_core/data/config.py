@@ -84,8 +84,8 @@ class SplitConfig:
             if not 0 <= value < 1:
                 out.append(f"`{name}` must be in [0, 1), but is {value}")
         if self.valid_fraction + self.test_fraction >= 1:
-            out.append("`valid_fraction` + `test_fraction` must be below 1, "
-                       f"but is {self.valid_fraction + self.test_fraction}")
+            out.append("`valid_fraction + test_fraction` must be below 1, "
+                       f"but is {self.valid_fraction + self.test_fraction:g}")
         for name in ("valid_rows", "test_rows"):
             value = getattr(self, name)
             if value is not None and value < 0:
