@@ -33,14 +33,28 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             problems.append(f"override {pair!r} must look like key=value")
             continue
-        node = tree
         *parents, leaf = key.strip().split(".")
-        for name in parents:
-            node = node.setdefault(name, {})
-        node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
+        node = _section(tree, parents)
+        if node is None or "" in parents or not leaf:
+            problems.append(f"override {pair!r}: `{key.strip()}` conflicts with another override or has an empty part")
+            continue
+        try:
+            node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            problems.append(f"override {pair!r}: the value is not valid YAML")
     if problems:
         raise ConfigError(problems)
     return tree
+
+
+def _section(tree: dict[str, Any], names: list[str]) -> dict[str, Any] | None:
+    """The nested dict at `names` (created on the way), or None if a scalar is in the way."""
+    node = tree
+    for name in names:
+        node = node.setdefault(name, {})
+        if not isinstance(node, dict):
+            return None
+    return node
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -49,6 +63,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError([f"config file {path} does not exist"]) from None
+    except (IsADirectoryError, UnicodeDecodeError) as err:
+        reason = "is a directory" if isinstance(err, IsADirectoryError) else "is not UTF-8 text"
+        raise ConfigError([f"config file {path} {reason}"]) from None
     except yaml.YAMLError as err:
         raise ConfigError([f"config file {path} is not valid YAML ({str(err).splitlines()[0]})"]) from None
     if data is None:

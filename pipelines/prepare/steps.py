@@ -33,8 +33,6 @@ SPLITS = ("train", "valid", "test")
 OUTPUT_COLUMNS = ["id", "source", "target", "origin"]  # then the inputs' metadata columns
 ROLE_CODE = {"auto": 0, "valid": 1, "test": 2}  # role column in map output; also the forced split
 _READ_AHEAD = 1 << 20
-# Output columns that input metadata may not reuse; clashing metadata gets an `input_` prefix.
-RESERVED = {"id", "source", "target", "origin", "row", "split_key", "pos", "role", "bucket"}
 
 
 @dataclass
@@ -69,7 +67,6 @@ def map_chunk(storage: Storage, spec: InputSpec, chunk: Chunk, config: PrepareCo
                            source=raw_source[i].as_py(), target=raw_target[i].as_py())
     kept = pc.invert(failed)
     rows = rows.filter(kept).set_column(1, "source", source.filter(kept)).set_column(2, "target", target.filter(kept))
-    rows = _rename_reserved_metadata(rows)
     digests = hashing.pair_digests(rows["source"].combine_chunks(), rows["target"].combine_chunks())
     keys = hashing.split_keys(digests, config.split.seed)
     table = _with_keys(rows, spec, chunk, digests, keys)
@@ -81,11 +78,6 @@ def map_chunk(storage: Storage, spec: InputSpec, chunk: Chunk, config: PrepareCo
                        pa.schema([f for f in rows.schema if f.name not in ("row", "source", "target")]),
                        nbytes, parsed.rejects.to_table(spec.origin))
     return result, shards
-
-
-def _rename_reserved_metadata(rows: pa.Table) -> pa.Table:
-    names = [n if i < 3 or n not in RESERVED else f"input_{n}" for i, n in enumerate(rows.column_names)]
-    return rows.rename_columns(names)
 
 
 def _with_keys(rows: pa.Table, spec: InputSpec, chunk: Chunk, digests: list[bytes], keys: np.ndarray) -> pa.Table:

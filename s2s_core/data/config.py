@@ -57,7 +57,7 @@ class CleanConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 out.append(f"`{name}` must be >= 1 (or null for no limit), but is {value}")
-        if self.max_length_ratio is not None and self.max_length_ratio < 1:
+        if self.max_length_ratio is not None and not self.max_length_ratio >= 1:  # NaN fails too
             out.append(f"`max_length_ratio` must be >= 1 (or null), but is {self.max_length_ratio}")
         if self.ratio_min_chars < 0:
             out.append(f"`ratio_min_chars` must be >= 0, but is {self.ratio_min_chars}")
@@ -90,8 +90,8 @@ class SplitConfig:
             value = getattr(self, name)
             if value is not None and value < 0:
                 out.append(f"`{name}` must be >= 0, but is {value}")
-        if self.seed < 0:
-            out.append(f"`seed` must be >= 0, but is {self.seed}")
+        if not 0 <= self.seed < 2**64:
+            out.append(f"`seed` must be in [0, 2**64), but is {self.seed}")
         return out
 
 
@@ -109,7 +109,7 @@ class ShardConfig:
     def problems(self) -> list[str]:
         out = []
         for name in ("input_mb_per_shard", "chunk_mb"):
-            if getattr(self, name) <= 0:
+            if not getattr(self, name) > 0:  # NaN fails too
                 out.append(f"`{name}` must be > 0, but is {getattr(self, name)}")
         if self.num_shards is not None and not 1 <= self.num_shards <= 100_000:
             out.append(f"`num_shards` must be in [1, 100000], but is {self.num_shards}")

@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 
 from s2s_core.data.config import ReaderConfig
-from s2s_core.data.rows import Parsed, Reason, Rejects
+from s2s_core.data.rows import Parsed, Reason, Rejects, metadata_name
 from s2s_core.errors import InputError
 
 BOM = b"\xef\xbb\xbf"
@@ -92,11 +92,23 @@ def parse_jsonl(data: bytes, config: ReaderConfig, at_file_start: bool = False) 
         if config.keep_metadata:
             metadata.append({k: v for k, v in record.items() if k not in (config.source_field, config.target_field)})
     table = _rows_table(rows, sources, targets)
-    if metadata and any(metadata):
-        extra = pa.Table.from_pylist(metadata)
-        for name in extra.column_names:
-            table = table.append_column(name, extra[name])
+    for name, column in _metadata_columns(metadata).items():
+        table = table.append_column(metadata_name(name), column)
     return Parsed(table, rejects, len(lines))
+
+
+def _metadata_columns(records: list[dict[str, Any]]) -> dict[str, pa.Array]:
+    """Columns for every key seen in any record (null where absent). A key whose values do
+    not share one Arrow type (1 in one record, "x" in another) is kept as JSON text."""
+    names = list(dict.fromkeys(key for record in records for key in record))
+    columns = {}
+    for name in names:
+        values = [record.get(name) for record in records]
+        try:
+            columns[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeEncodeError):
+            columns[name] = pa.array([None if v is None else json.dumps(v) for v in values], pa.string())
+    return columns
 
 
 def _json_record(text: str, row: int, line: bytes, rejects: Rejects) -> dict[str, Any] | None:
@@ -124,6 +136,11 @@ def _pair_from_record(record: dict[str, Any], config: ReaderConfig, row: int, li
         value = record[name]
         if not isinstance(value, str):
             rejects.add(row, Reason.NOT_A_STRING, f"field {name!r} is {type(value).__name__}", raw=line)
+            return None
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # valid JSON can escape a lone surrogate (\ud800)
+            rejects.add(row, Reason.INVALID_UTF8, f"field {name!r} holds a lone surrogate", raw=line)
             return None
         values.append(value)
     return values[0], values[1]
@@ -177,8 +194,8 @@ def parse_parquet_table(table: pa.Table, config: ReaderConfig) -> Parsed:
     out = pa.table({"row": rows, "source": source, "target": target})
     if config.keep_metadata:
         for name in table.column_names:
-            if name not in (config.source_field, config.target_field, "row"):
-                out = out.append_column(name, table[name])
+            if name not in (config.source_field, config.target_field):
+                out = out.append_column(metadata_name(name), table[name])
     return Parsed(out.filter(valid), rejects, table.num_rows)
 
 

@@ -25,6 +25,15 @@ class Reason(str, Enum):
     DUPLICATE = "duplicate"
 
 
+# Column names of shards and of the pipeline's internal tables. An input's metadata column with
+# one of these names is kept as `input_<name>`, so it can never shadow or duplicate ours.
+RESERVED_COLUMNS = frozenset({"id", "source", "target", "origin", "row", "split_key", "pos", "role"})
+
+
+def metadata_name(name: str) -> str:
+    return f"input_{name}" if name in RESERVED_COLUMNS else name
+
+
 REJECTS_SCHEMA = pa.schema([
     ("origin", pa.string()),       # input URI
     ("row", pa.int64()),           # 1-based line number (text formats) or row number (Parquet)
