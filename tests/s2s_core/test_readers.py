@@ -321,7 +321,7 @@ def test_parquet_table_custom_columns_large_string_and_no_metadata():
     parsed = parse_parquet_table(table, ReaderConfig(source_field="en", target_field="it"))
     assert parsed.rows.column_names == ["row", "source", "target", "input_id"]
     assert parsed.rows.schema.field("source").type == pa.string()
-    assert parsed.rows.column("id").to_pylist() == [1, 2]
+    assert parsed.rows.column("input_id").to_pylist() == [1, 2]
     plain = parse_parquet_table(table, ReaderConfig(source_field="en", target_field="it", keep_metadata=False))
     assert plain.rows.column_names == ["row", "source", "target"]
 
