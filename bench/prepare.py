@@ -223,8 +223,8 @@ def one_round(args: argparse.Namespace, tmp: Path) -> dict[str, dict]:
 
 def median_rows(rounds: list[dict[str, dict]]) -> dict[str, dict]:
     keys = ("wall", "rss", "services", "process_wall", "ray_init")
-    return {name: rounds[0][name] | {k: statistics.median(r[name][k] for r in rounds) for k in keys if k in r0}
-            | {"walls": [r[name]["wall"] for r in rounds]} for name in rounds[0]}
+    return {name: first | {k: statistics.median(r[name][k] for r in rounds) for k in keys if k in first}
+            | {"walls": [r[name]["wall"] for r in rounds]} for name, first in rounds[0].items()}
 
 
 def table(rows: dict[str, dict], input_rows: int, input_bytes: int) -> str:

@@ -23,6 +23,7 @@ class Progress:
         self.counters: dict[str, float] = {}
         self.start = self._last = time.monotonic()
         self._tty = self.stream.isatty()
+        self._printed = ""
 
     def update(self, done: float, force: bool = False, **counters: float) -> None:
         """Add `done` units and counter increments; print if `every` seconds have passed."""
@@ -49,6 +50,9 @@ class Progress:
         return time.monotonic() - self.start
 
     def _print(self, text: str, final: bool) -> None:
+        if text == self._printed and not self._tty:
+            return
+        self._printed = text
         if self._tty:
             self.stream.write("\r" + text + ("\n" if final else ""))
         else:

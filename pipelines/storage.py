@@ -22,21 +22,17 @@ from typing import IO, Iterator
 import pyarrow.fs as pafs
 
 from pipelines.settings import S3Settings
-from s2s_core.errors import S2SError
+from s2s_core.errors import LocationError
 
 
-class StorageError(S2SError):
+class StorageError(LocationError):
     """Storage could not do what was asked; `cause` is a short phrase such as 'not found'."""
 
     exit_code = 5
 
-    def __init__(self, uri: str, cause: str) -> None:
-        self.uri = uri
-        self.cause = cause
-        super().__init__(f"{uri}: {cause}")
-
-    def __reduce__(self):
-        return (type(self), (self.uri, self.cause))
+    @property
+    def cause(self) -> str:
+        return self.reason
 
 
 class NotFound(StorageError):

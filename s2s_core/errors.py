@@ -34,29 +34,25 @@ class ConfigError(S2SError):
         return (type(self), (self.problems,))
 
 
-class InputError(S2SError):
+class LocationError(S2SError):
+    """A problem with one file, object or location: `uri` names it, `reason` says what is wrong."""
+
+    def __init__(self, uri: str, reason: str) -> None:
+        self.uri = uri
+        self.reason = reason
+        super().__init__(f"{uri}: {reason}")
+
+    def __reduce__(self):
+        return (type(self), (self.uri, self.reason))
+
+
+class InputError(LocationError):
     """A whole input cannot be used (missing, empty, wrong columns, misaligned...)."""
 
     exit_code = 3
 
-    def __init__(self, uri: str, reason: str) -> None:
-        self.uri = uri
-        self.reason = reason
-        super().__init__(f"{uri}: {reason}")
 
-    def __reduce__(self):
-        return (type(self), (self.uri, self.reason))
-
-
-class OutputError(S2SError):
+class OutputError(LocationError):
     """The output location cannot be used as asked (e.g. it holds a different dataset)."""
 
     exit_code = 4
-
-    def __init__(self, uri: str, reason: str) -> None:
-        self.uri = uri
-        self.reason = reason
-        super().__init__(f"{uri}: {reason}")
-
-    def __reduce__(self):
-        return (type(self), (self.uri, self.reason))
