@@ -1,0 +1,137 @@
+"""The Transformer encoder-decoder (Vaswani et al. 2017), pre-norm by default, with incremental decoding.
+
+Shapes: B batch, S source length, T target length, D model width, V target vocabulary,
+N positions selected by an output mask, H heads, Dh head width.
+Padding (PAD_ID) must be on the right of source and target rows: positions count from 0 at
+the first token, and decoder self-attention relies on the causal mask alone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from s2s_core.models.config import TransformerConfig
+from s2s_core.models.state import EncoderOutput, new_embedding, select_outputs, select_rows, source_padding
+from s2s_core.models.transformer.layers import DecoderLayer, EncoderLayer, LayerCache
+
+
+@dataclass
+class TransformerDecoderState:
+    """Everything `decode_step` needs; it extends the self-attention caches and `step` in place."""
+
+    layers: list[LayerCache]
+    """Per decoder layer: growing self-attention K/V and the cross-attention K/V of the source."""
+    memory_mask: Tensor
+    """(B, 1, 1, S) bool, True at real source tokens (the SDPA mask for cross-attention)."""
+    step: int = 0
+    """Target tokens decoded so far: the position of the next one."""
+
+    def reorder(self, indices: Tensor) -> None:
+        """Keep rows `indices` (B',) of every cached tensor (beam expansion and reordering)."""
+        for cache in self.layers:
+            cache.reorder(indices)
+        self.memory_mask = select_rows(self.memory_mask, indices)
+
+
+def sinusoidal_positions(count: int, dim: int) -> Tensor:
+    """(count, dim) table: sin(p / 10000^(2i/dim)) in even columns, cos in odd ones."""
+    half = (dim + 1) // 2
+    frequencies = torch.exp(torch.arange(half, dtype=torch.float64) * (-math.log(10000.0) / half))
+    angles = torch.arange(count, dtype=torch.float64)[:, None] * frequencies[None, :]
+    table = torch.zeros(count, dim, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(angles)
+    table[:, 1::2] = torch.cos(angles)[:, : dim // 2]
+    return table.float()
+
+
+def attention_mask(padding_mask: Tensor) -> Tensor:
+    """(B, S) bool True at pads -> (B, 1, 1, S) bool True where attention is allowed."""
+    return ~padding_mask[:, None, None, :]
+
+
+class TransformerModel(nn.Module):
+    """Encoder-decoder Transformer; see `s2s_core.models` for the interface every family shares."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.config = config
+        dim, pre_norm = config.d_model, config.norm == "pre"
+        self.src_embedding = new_embedding(config.src_vocab_size, dim)
+        # Shared/tied tables are registered once, so the state dict has no aliased tensors
+        # (safetensors refuses those) and parameters() counts each table once.
+        self.tgt_embedding = None if config.share_embeddings else new_embedding(config.tgt_vocab_size, dim)
+        self.output_weight = None if config.tie_output else nn.Parameter(
+            torch.randn(config.tgt_vocab_size, dim) * dim**-0.5)
+        self.encoder_layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.encoder_layers))
+        self.decoder_layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.decoder_layers))
+        # Pre-norm leaves the residual stream unnormalised, so each stack ends with a LayerNorm.
+        self.encoder_norm = nn.LayerNorm(dim) if pre_norm else nn.Identity()
+        self.decoder_norm = nn.LayerNorm(dim) if pre_norm else nn.Identity()
+        self.dropout = nn.Dropout(config.dropout)
+        self.embed_scale = math.sqrt(dim) if config.scale_embeddings else 1.0
+        self.positions: Tensor
+        self.register_buffer("positions", sinusoidal_positions(config.max_positions, dim), persistent=False)
+
+    def forward(self, src_tokens: Tensor, prev_tokens: Tensor, output_mask: Tensor | None = None) -> Tensor:
+        """Teacher-forced logits: src (B, S), prev (B, T) -> (B, T, V); with a (B, T) bool
+        `output_mask`, only its True positions, row-major: (N, V)."""
+        hidden = self.decode(prev_tokens, self.encode(src_tokens))
+        return self.project(select_outputs(hidden, output_mask))
+
+    def encode(self, src_tokens: Tensor) -> EncoderOutput:
+        """(B, S) token ids -> states (B, S, D) and the source padding mask (B, S)."""
+        padding = source_padding(src_tokens)
+        mask = attention_mask(padding)
+        x = self._embed(self.src_embedding, src_tokens, offset=0)
+        for layer in self.encoder_layers:
+            x = layer(x, mask)
+        return EncoderOutput(states=self.encoder_norm(x), padding_mask=padding)
+
+    def decode(self, prev_tokens: Tensor, encoder_out: EncoderOutput) -> Tensor:
+        """All target positions at once: prev (B, T) -> decoder output (B, T, D), before the projection."""
+        mask = attention_mask(encoder_out.padding_mask)
+        x = self._embed(self.target_embedding, prev_tokens, offset=0)
+        for layer in self.decoder_layers:
+            x = layer(x, encoder_out.states, mask)
+        return self.decoder_norm(x)
+
+    def project(self, hidden: Tensor) -> Tensor:
+        """(..., D) decoder output -> (..., V) logits."""
+        weight = self.target_embedding.weight if self.output_weight is None else self.output_weight
+        return F.linear(hidden, weight)
+
+    def init_state(self, encoder_out: EncoderOutput) -> TransformerDecoderState:
+        """A fresh state: empty self-attention caches, cross-attention K/V computed once here."""
+        caches = [layer.new_cache(encoder_out.states) for layer in self.decoder_layers]
+        return TransformerDecoderState(layers=caches, memory_mask=attention_mask(encoder_out.padding_mask))
+
+    def decode_step(self, prev_token: Tensor, state: TransformerDecoderState) -> Tensor:
+        """(B,) previous token ids -> (B, V) logits of the next token; updates `state` in place."""
+        x = self._embed(self.target_embedding, prev_token[:, None], offset=state.step)
+        for layer, cache in zip(self.decoder_layers, state.layers):
+            x = layer.step(x, cache, state.memory_mask)
+        state.step += 1
+        return self.project(self.decoder_norm(x[:, 0]))
+
+    @property
+    def target_embedding(self) -> nn.Embedding:
+        return self.src_embedding if self.tgt_embedding is None else self.tgt_embedding
+
+    def _embed(self, table: nn.Embedding, tokens: Tensor, offset: int) -> Tensor:
+        """(B, T) ids at positions offset.. -> (B, T, D) scaled embeddings plus positions.
+
+        Raises:
+            ValueError: if the positions run past `max_positions`.
+        """
+        end = offset + tokens.shape[1]
+        if end > self.positions.shape[0]:
+            raise ValueError(f"sequence of {end} tokens is longer than max_positions ({self.positions.shape[0]})")
+        x = table(tokens)
+        if self.embed_scale != 1.0:
+            x = x * self.embed_scale
+        return self.dropout(x + self.positions[offset:end])
