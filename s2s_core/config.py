@@ -137,6 +137,10 @@ def _coerce(hint: Any, raw: Any, where: str, problems: list[str]) -> Any:
         if raw not in allowed:
             problems.append(f"`{where}` must be one of {', '.join(map(repr, allowed))}, but is {raw!r}")
         return raw
+    if origin is dict:  # free-form mapping (e.g. model overrides), checked by its consumer
+        if not isinstance(raw, dict):
+            problems.append(f"`{where}` must be a mapping, but is {raw!r}")
+        return raw
     if origin is list:
         (item,) = typing.get_args(hint)
         if not isinstance(raw, list):

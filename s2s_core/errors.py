@@ -56,3 +56,9 @@ class OutputError(LocationError):
     """The output location cannot be used as asked (e.g. it holds a different dataset)."""
 
     exit_code = 4
+
+
+class CheckpointError(LocationError):
+    """A checkpoint or model package is missing, truncated, corrupted or incompatible."""
+
+    exit_code = 3

@@ -1,0 +1,1 @@
+"""Decoding: token-level search over a model's incremental-state interface."""

@@ -1,0 +1,196 @@
+"""Token-budget batches from length-sorted buckets, and a world-size independent batch stream.
+
+Tokenised pairs are kept as two flat int32 arrays with offsets (a few bytes per token, not a
+Python list per sentence). Batches are planned once: pairs sorted by (source, target) length
+with a seeded tie-break, then cut greedily so that rows x max(padded source, padded target
+length) stays within the budget. That keeps padding to a few percent. Each epoch visits the
+same batches in a new seeded order.
+
+The stream is global: micro-batch g of the run is the same whatever the number of workers.
+Worker r of W takes micro-batches r, r+W, r+2W... so W workers with A accumulation steps see
+exactly the batches one worker sees with W*A accumulation steps (as fairseq shards its
+iterator). The data position in a checkpoint is just g.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from s2s_core.tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+
+@dataclass
+class TokenizedPairs:
+    """Ragged token ids of N pairs, without BOS/EOS. `*_offsets` has N+1 entries."""
+
+    src_ids: np.ndarray
+    src_offsets: np.ndarray
+    tgt_ids: np.ndarray
+    tgt_offsets: np.ndarray
+
+    @classmethod
+    def from_lists(cls, sources: Iterable[Sequence[int]], targets: Iterable[Sequence[int]]) -> "TokenizedPairs":
+        src_ids, src_offsets = _flatten(sources)
+        tgt_ids, tgt_offsets = _flatten(targets)
+        if len(src_offsets) != len(tgt_offsets):
+            raise ValueError(f"{len(src_offsets) - 1} sources but {len(tgt_offsets) - 1} targets")
+        return cls(src_ids, src_offsets, tgt_ids, tgt_offsets)
+
+    @classmethod
+    def concat(cls, parts: Sequence["TokenizedPairs"]) -> "TokenizedPairs":
+        if not parts:
+            return cls.from_lists([], [])
+        return cls(*_concat_ragged([(p.src_ids, p.src_offsets) for p in parts]),
+                   *_concat_ragged([(p.tgt_ids, p.tgt_offsets) for p in parts]))
+
+    def __len__(self) -> int:
+        return len(self.src_offsets) - 1
+
+    @property
+    def src_lengths(self) -> np.ndarray:
+        return np.diff(self.src_offsets)
+
+    @property
+    def tgt_lengths(self) -> np.ndarray:
+        return np.diff(self.tgt_offsets)
+
+    def source(self, i: int) -> np.ndarray:
+        return self.src_ids[self.src_offsets[i]:self.src_offsets[i + 1]]
+
+    def target(self, i: int) -> np.ndarray:
+        return self.tgt_ids[self.tgt_offsets[i]:self.tgt_offsets[i + 1]]
+
+
+def _flatten(seqs: Iterable[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    lengths, chunks = [0], []
+    for seq in seqs:
+        lengths.append(len(seq))
+        chunks.append(np.asarray(seq, dtype=np.int32))
+    ids = np.concatenate(chunks) if chunks else np.zeros(0, np.int32)
+    return ids, np.cumsum(lengths, dtype=np.int64)
+
+
+def _concat_ragged(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.concatenate([p[0] for p in parts])
+    bases = np.cumsum([0] + [len(p[0]) for p in parts[:-1]])
+    offsets = np.concatenate([parts[0][1][:1]] + [p[1][1:] + base for p, base in zip(parts, bases)])
+    return ids, offsets
+
+
+@dataclass
+class Batch:
+    """One micro-batch, padded with PAD_ID on the right.
+
+    src: (B, S) source ids + EOS. prev: (B, T) BOS + target ids (decoder input).
+    target: (B, T) target ids + EOS (what the decoder must predict).
+    """
+
+    src: torch.Tensor
+    prev: torch.Tensor
+    target: torch.Tensor
+
+    @property
+    def target_tokens(self) -> int:
+        return int((self.target != PAD_ID).sum())
+
+    @property
+    def source_tokens(self) -> int:
+        return int((self.src != PAD_ID).sum())
+
+    @property
+    def padded_tokens(self) -> int:
+        return self.src.numel() + self.target.numel()
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return Batch(self.src.to(device, non_blocking=True), self.prev.to(device, non_blocking=True),
+                     self.target.to(device, non_blocking=True))
+
+
+def make_batch(pairs: TokenizedPairs, rows: Sequence[int] | np.ndarray) -> Batch:
+    """Pad the pairs `rows` into a Batch (source gets EOS; target gets BOS in, EOS out)."""
+    rows = list(rows)
+    src_len = max(len(pairs.source(i)) for i in rows) + 1
+    tgt_len = max(len(pairs.target(i)) for i in rows) + 1
+    src = np.full((len(rows), src_len), PAD_ID, dtype=np.int64)
+    prev = np.full((len(rows), tgt_len), PAD_ID, dtype=np.int64)
+    target = np.full((len(rows), tgt_len), PAD_ID, dtype=np.int64)
+    for b, i in enumerate(rows):
+        s, t = pairs.source(i), pairs.target(i)
+        src[b, :len(s)], src[b, len(s)] = s, EOS_ID
+        prev[b, 0], prev[b, 1:len(t) + 1] = BOS_ID, t
+        target[b, :len(t)], target[b, len(t)] = t, EOS_ID
+    return Batch(torch.from_numpy(src), torch.from_numpy(prev), torch.from_numpy(target))
+
+
+def usable_rows(pairs: TokenizedPairs, max_source_len: int, max_target_len: int) -> np.ndarray:
+    """Indices of pairs within the length limits (non-empty on both sides)."""
+    src, tgt = pairs.src_lengths, pairs.tgt_lengths
+    return np.flatnonzero((src >= 1) & (tgt >= 1) & (src <= max_source_len) & (tgt <= max_target_len))
+
+
+def plan_batches(pairs: TokenizedPairs, rows: np.ndarray, max_tokens: int, seed: int) -> list[np.ndarray]:
+    """Cut `rows` into length-sorted batches within the token budget.
+
+    Budget: len(batch) * max(longest source, longest target) <= max_tokens, lengths counting
+    the EOS/BOS each side gets. Ties in length are broken by a seeded shuffle so equal-length
+    pairs from different shards mix.
+    """
+    src_len = pairs.src_lengths[rows] + 1
+    tgt_len = pairs.tgt_lengths[rows] + 1
+    tie_break = np.random.default_rng(seed).permutation(len(rows))
+    order = rows[np.lexsort((tie_break, tgt_len, src_len))]
+    batches, start, longest = [], 0, 0
+    cost = np.maximum(pairs.src_lengths[order], pairs.tgt_lengths[order]) + 1
+    for end in range(len(order)):
+        longest_with = max(longest, int(cost[end]))
+        if (end - start + 1) * longest_with > max_tokens and end > start:
+            batches.append(order[start:end])
+            start, longest_with = end, int(cost[end])
+        longest = longest_with
+    if start < len(order):
+        batches.append(order[start:])
+    return batches
+
+
+class BatchStream:
+    """The run's global sequence of micro-batches: epoch e visits all batches in a seeded order.
+
+    Micro-batch g is batch `order(g // N)[g % N]` for N batches per epoch, so the stream can be
+    entered at any position (resume) and split among workers by striding.
+    """
+
+    def __init__(self, pairs: TokenizedPairs, batches: list[np.ndarray], seed: int) -> None:
+        if not batches:
+            raise ValueError("no training batches: the train split has no usable pairs")
+        self.pairs, self.batches, self.seed = pairs, batches, seed
+        self._orders: dict[int, np.ndarray] = {}
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return len(self.batches)
+
+    def epoch_of(self, position: int) -> int:
+        return position // len(self.batches)
+
+    def rows(self, position: int) -> np.ndarray:
+        """Pair indices of global micro-batch `position`."""
+        epoch, index = divmod(position, len(self.batches))
+        if epoch not in self._orders:
+            self._orders = {epoch: np.random.default_rng([self.seed, epoch]).permutation(len(self.batches))}
+        return self.batches[self._orders[epoch][index]]
+
+    def batch(self, position: int) -> Batch:
+        return make_batch(self.pairs, self.rows(position))
+
+
+def padding_fraction(batches: Iterable[Batch]) -> float:
+    """Share of padded positions (source + target) that are padding."""
+    real = padded = 0
+    for batch in batches:
+        real += batch.source_tokens + batch.target_tokens
+        padded += batch.padded_tokens
+    return 1 - real / padded if padded else 0.0

@@ -1,0 +1,156 @@
+"""Checkpoint directories: everything a run needs to continue exactly where it stopped.
+
+Layout of one checkpoint (a local directory; the Ray adapter moves it to storage):
+    model.safetensors   weights (safetensors: loading runs no code)
+    optimizer.pt        optimiser + scheduler state, plain tensors and numbers; read back
+                        with `torch.load(weights_only=True)`, never unrestricted unpickling
+    rng.safetensors     torch RNG states of the writing worker
+    trainer_state.json  step, global micro-batch position, epoch, tokens seen, best score...
+    config.json         the resolved run config (training + model)
+    tokenizer/          the SentencePiece model(s) the run trains with
+    files.json          written last: size and SHA-256 of every file above, so a truncated
+                        or half-copied checkpoint is named as such instead of failing in torch
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+
+from s2s_core.errors import CheckpointError
+
+FILE_INDEX = "files.json"
+STATE_FILE = "trainer_state.json"
+
+
+@dataclass
+class TrainerState:
+    """Counters that make a run resumable; JSON-serialisable."""
+
+    step: int = 0
+    """Optimiser steps done."""
+    position: int = 0
+    """Global micro-batches consumed (see `BatchStream`)."""
+    epoch: int = 0
+    """Epoch of the next micro-batch."""
+    tokens_seen: int = 0
+    """Non-padding source + target tokens trained on."""
+    wall_seconds: float = 0.0
+    """Training time so far, across restarts."""
+    best_score: float | None = None
+    """Best validation score so far (metric in `best_metric`)."""
+    best_step: int | None = None
+    best_scores: dict[str, float] = field(default_factory=dict)
+    """All validation scores at the best step."""
+    bad_validations: int = 0
+    """Validations since the last improvement (early stopping)."""
+    world_size: int = 1
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_file_index(directory: Path, name: str = FILE_INDEX) -> dict[str, dict]:
+    """Record size and checksum of every file under `directory` in `name` (written last)."""
+    index = {str(p.relative_to(directory)): {"bytes": p.stat().st_size, "sha256": sha256_of(p)}
+             for p in sorted(directory.rglob("*")) if p.is_file() and p.name != name}
+    (directory / name).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    return index
+
+
+def verify_file_index(directory: Path, name: str = FILE_INDEX, what: str = "checkpoint") -> None:
+    """Raise CheckpointError naming the first missing, truncated or altered file."""
+    index_path = directory / name
+    if not index_path.is_file():
+        raise CheckpointError(str(directory), f"incomplete {what}: {name} is missing (was it written to the end?)")
+    try:
+        index = json.loads(index_path.read_text())
+    except ValueError:
+        raise CheckpointError(str(index_path), "is not valid JSON") from None
+    for rel, expected in index.items():
+        path = directory / rel
+        if not path.is_file():
+            raise CheckpointError(str(path), f"missing from the {what}")
+        size = path.stat().st_size
+        if size != expected["bytes"]:
+            raise CheckpointError(str(path), f"truncated or altered: {size} bytes, expected {expected['bytes']}")
+        if sha256_of(path) != expected["sha256"]:
+            raise CheckpointError(str(path), "corrupted: its SHA-256 does not match the checkpoint's file index")
+
+
+def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: Any, state: TrainerState, run_config: dict, tokenizer_dir: Path) -> None:
+    """Write a complete checkpoint into the (new or empty) local `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    safetensors.torch.save_model(model, str(directory / "model.safetensors"))
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, directory / "optimizer.pt")
+    safetensors.torch.save_file(_rng_states(), str(directory / "rng.safetensors"))
+    (directory / STATE_FILE).write_text(json.dumps(asdict(state), indent=2, sort_keys=True) + "\n")
+    (directory / "config.json").write_text(json.dumps(run_config, indent=2, sort_keys=True) + "\n")
+    shutil.copytree(tokenizer_dir, directory / "tokenizer", dirs_exist_ok=True)
+    write_file_index(directory)
+
+
+def read_run_config(directory: Path) -> dict:
+    """The resolved run config a checkpoint was written with."""
+    verify_file_index(directory)
+    return json.loads((directory / "config.json").read_text())
+
+
+def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: Any) -> TrainerState:
+    """Restore model, optimiser, scheduler and RNG from `directory`; returns the trainer state.
+
+    Raises:
+        CheckpointError: naming the file that is missing, truncated, corrupted or mismatched.
+    """
+    verify_file_index(directory)
+    load_weights(model, directory / "model.safetensors")
+    try:
+        extra = torch.load(directory / "optimizer.pt", weights_only=True, map_location="cpu")
+        optimizer.load_state_dict(extra["optimizer"])
+        scheduler.load_state_dict(extra["scheduler"])
+    except (RuntimeError, ValueError, KeyError, EOFError) as err:
+        raise CheckpointError(str(directory / "optimizer.pt"), f"cannot be restored ({_short(err)})") from None
+    rng = safetensors.torch.load_file(str(directory / "rng.safetensors"))
+    torch.set_rng_state(rng["cpu"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["cuda"])
+    return TrainerState(**json.loads((directory / STATE_FILE).read_text()))
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    """Load safetensors weights into `model`, strictly (every name and shape must match)."""
+    try:
+        missing, unexpected = safetensors.torch.load_model(model, str(path), strict=False)
+    except FileNotFoundError:
+        raise CheckpointError(str(path), "weights file not found") from None
+    except Exception as err:  # safetensors raises its own error types for bad headers/sizes
+        raise CheckpointError(str(path), f"cannot be read as safetensors weights ({_short(err)})") from None
+    if missing or unexpected:
+        raise CheckpointError(str(path), f"weights do not fit the model config (missing {sorted(missing)[:3]}, "
+                                         f"unexpected {sorted(unexpected)[:3]})")
+
+
+def _rng_states() -> dict[str, torch.Tensor]:
+    states = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state()
+    return states
+
+
+def _short(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return (text[0] if text else type(err).__name__)[:200]

@@ -1,0 +1,175 @@
+"""Training configuration: optimiser, schedule, batching, validation and checkpoint sections.
+
+The model itself is a named preset (`preset`) plus overrides (`model`), resolved into a typed
+model config by `resolve()`; the run writes both out in full.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from s2s_core import config as config_lib
+from s2s_core.errors import ConfigError
+
+
+def _at_least(owner: Any, minimum: float, *names: str) -> list[str]:
+    return [f"`{name}` must be >= {minimum}, but is {getattr(owner, name)}"
+            for name in names if getattr(owner, name) < minimum]
+
+
+@dataclass(kw_only=True)
+class OptimConfig:
+    lr: float = 7e-4
+    """Peak learning rate (reached at the end of warm-up)."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    """AdamW betas."""
+    eps: float = 1e-8
+    """AdamW epsilon."""
+    weight_decay: float = 0.0001
+    """AdamW decoupled weight decay."""
+    clip_norm: float = 1.0
+    """Clip the global gradient norm to this value; 0 disables clipping."""
+    label_smoothing: float = 0.1
+    """Probability mass spread over the vocabulary in the loss."""
+    accumulation: int = 1
+    """Micro-batches per worker summed into one optimiser step."""
+
+    def problems(self) -> list[str]:
+        out = _at_least(self, 1, "accumulation") + _at_least(self, 0, "weight_decay", "clip_norm")
+        if self.lr <= 0:
+            out.append(f"`lr` must be > 0, but is {self.lr}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            out.append(f"`betas` must be two numbers in [0, 1), but is {self.betas}")
+        if not 0 <= self.label_smoothing < 1:
+            out.append(f"`label_smoothing` must be in [0, 1), but is {self.label_smoothing}")
+        return out
+
+
+@dataclass(kw_only=True)
+class ScheduleConfig:
+    kind: Literal["inverse_sqrt", "cosine", "constant"] = "inverse_sqrt"
+    """Learning-rate shape after the linear warm-up."""
+    warmup_steps: int = 4000
+    """Steps of linear warm-up from 0 to `optim.lr`."""
+    min_lr_ratio: float = 0.0
+    """Cosine only: final learning rate as a share of the peak."""
+
+    def problems(self) -> list[str]:
+        out = _at_least(self, 0, "warmup_steps")
+        if not 0 <= self.min_lr_ratio <= 1:
+            out.append(f"`min_lr_ratio` must be in [0, 1], but is {self.min_lr_ratio}")
+        return out
+
+
+@dataclass(kw_only=True)
+class BatchConfig:
+    max_tokens: int = 4096
+    """Token budget of one micro-batch: rows x max(padded source, padded target length)."""
+    max_source_len: int = 256
+    """Longer training pairs (in tokens) are skipped and counted."""
+    max_target_len: int = 256
+    """Longer training pairs (in tokens) are skipped and counted."""
+
+    def problems(self) -> list[str]:
+        out = _at_least(self, 1, "max_tokens", "max_source_len", "max_target_len")
+        longest = max(self.max_source_len, self.max_target_len) + 1
+        if not out and self.max_tokens < longest:
+            out.append(f"`max_tokens` must be >= the longest allowed sequence ({longest}), but is {self.max_tokens}")
+        return out
+
+
+@dataclass(kw_only=True)
+class ValidationConfig:
+    every_steps: int = 1000
+    """Validate every this many steps (and at the end); 0 disables validation."""
+    metric: Literal["bleu", "chrf", "loss"] = "bleu"
+    """Score that picks the best checkpoint and drives early stopping."""
+    patience: int = 0
+    """Stop after this many validations without improvement; 0 never stops early."""
+    decode_sentences: int = 200
+    """Validation pairs greedily decoded for BLEU/chrF (the first ones by id); 0 skips decoding."""
+    loss_sentences: int = 2000
+    """Validation pairs used for the loss (the first ones by id)."""
+    max_len_a: float = 1.5
+    """Greedy decoding stops at `max_len_a * source_len + max_len_b` tokens."""
+    max_len_b: int = 10
+    """See `max_len_a`."""
+
+    def problems(self) -> list[str]:
+        return _at_least(self, 0, "every_steps", "patience", "decode_sentences", "max_len_b") + \
+            _at_least(self, 1, "loss_sentences")
+
+
+@dataclass(kw_only=True)
+class CheckpointConfig:
+    every_steps: int = 1000
+    """Write a checkpoint every this many steps (and always at the end)."""
+    keep_last: int = 2
+    """Checkpoints kept for resuming; the best model is kept apart in `best/`."""
+
+    def problems(self) -> list[str]:
+        return _at_least(self, 1, "every_steps", "keep_last")
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    preset: str = "transformer-small"
+    """Named model preset (see `s2s_core.models.PRESETS`)."""
+    model: dict[str, Any] = field(default_factory=dict)
+    """Overrides of the preset's fields, e.g. `{dropout: 0.2}`."""
+    max_steps: int = 10000
+    """Optimiser steps to train for."""
+    max_epochs: int = 0
+    """Also stop after this many passes over the train split; 0 means no limit."""
+    seed: int = 1
+    """Seeds parameter init, batch order and dropout (reproducible for any worker count)."""
+    log_every: int = 10
+    """Write a metrics record every this many steps."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimiser and loss."""
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    """Learning-rate schedule."""
+    batching: BatchConfig = field(default_factory=BatchConfig)
+    """Token-budget batches."""
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    """Validation, best-model selection and early stopping."""
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """Checkpoint frequency and retention."""
+
+    def problems(self) -> list[str]:
+        return _at_least(self, 1, "max_steps", "log_every") + _at_least(self, 0, "max_epochs")
+
+
+def resolve(data: dict[str, Any]) -> tuple[TrainConfig, Any]:
+    """Build the training config and its model config from plain data, reporting every
+    problem of both at once.
+
+    Returns:
+        (TrainConfig, ModelConfig) — the model config is the preset overlaid with `model`.
+    Raises:
+        ConfigError: every unknown key, bad value and unknown preset together.
+    """
+    from s2s_core.models import model_config
+
+    problems: list[str] = []
+    try:
+        train = config_lib.build(TrainConfig, data)
+    except ConfigError as err:
+        problems += err.problems
+        train = None
+    preset = data.get("preset", TrainConfig.preset) if isinstance(data, dict) else TrainConfig.preset
+    overrides = data.get("model", {}) if isinstance(data, dict) else {}
+    try:
+        model = model_config(str(preset), overrides if isinstance(overrides, dict) else {})
+    except ConfigError as err:
+        problems += [p if p.startswith("unknown model preset") else _in_model(p) for p in err.problems]
+        model = None
+    if problems:
+        raise ConfigError(problems)
+    return train, model
+
+
+def _in_model(problem: str) -> str:
+    """Prefix a model-config problem's field path with `model.`."""
+    return problem.replace("`", "`model.", 1) if problem.count("`") >= 2 else f"model: {problem}"

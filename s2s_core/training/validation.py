@@ -1,0 +1,78 @@
+"""Validation: loss on held-out pairs and BLEU/chrF (sacrebleu) of greedy translations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import sacrebleu
+import torch
+
+from s2s_core.generation.greedy import greedy_decode
+from s2s_core.tokenizer import PAD_ID, Tokenizer
+from s2s_core.training.batching import TokenizedPairs, make_batch, plan_batches
+from s2s_core.training.config import ValidationConfig
+from s2s_core.training.loss import label_smoothed_nll
+
+HIGHER_IS_BETTER = {"bleu": True, "chrf": True, "loss": False}
+
+
+@dataclass
+class ValidationSet:
+    """Held-out pairs: tokenised for the loss, and the raw reference texts for BLEU/chrF."""
+
+    pairs: TokenizedPairs
+    references: list[str]
+
+
+def improved(metric: str, score: float, best: float | None) -> bool:
+    if best is None:
+        return True
+    return score > best if HIGHER_IS_BETTER[metric] else score < best
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, data: ValidationSet, config: ValidationConfig, target_tokenizer: Tokenizer,
+             smoothing: float, max_tokens: int, device: torch.device) -> dict[str, float]:
+    """Scores of `model` (an unwrapped module) on `data`; restores train mode afterwards.
+
+    Returns a dict with valid_loss, valid_nll (nats per target token) and, when decoding is
+    enabled, bleu and chrf on the first `decode_sentences` pairs.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        scores = _loss(model, data.pairs, config.loss_sentences, smoothing, max_tokens, device)
+        if config.decode_sentences:
+            scores.update(_bleu_chrf(model, data, config, target_tokenizer, max_tokens, device))
+    finally:
+        model.train(was_training)
+    return scores
+
+
+def _loss(model, pairs: TokenizedPairs, limit: int, smoothing: float, max_tokens: int,
+          device: torch.device) -> dict[str, float]:
+    rows = np.arange(min(limit, len(pairs)))
+    loss = nll = tokens = 0.0
+    for batch_rows in plan_batches(pairs, rows, max_tokens, seed=0):
+        batch = make_batch(pairs, batch_rows).to(device)
+        mask = batch.target != PAD_ID
+        logits = model(batch.src, batch.prev, output_mask=mask)  # (N, V)
+        batch_loss, batch_nll = label_smoothed_nll(logits, batch.target[mask], smoothing)
+        loss, nll, tokens = loss + float(batch_loss), nll + float(batch_nll), tokens + int(mask.sum())
+    return {"valid_loss": loss / max(tokens, 1), "valid_nll": nll / max(tokens, 1)}
+
+
+def _bleu_chrf(model, data: ValidationSet, config: ValidationConfig, tokenizer: Tokenizer, max_tokens: int,
+               device: torch.device) -> dict[str, float]:
+    count = min(config.decode_sentences, len(data.pairs))
+    hypotheses = [""] * count
+    # Length-sorted batches decode faster; results go back to their original positions.
+    for batch_rows in plan_batches(data.pairs, np.arange(count), max_tokens // 2, seed=0):
+        batch = make_batch(data.pairs, batch_rows).to(device)
+        for row, ids in zip(batch_rows, greedy_decode(model, batch.src, config.max_len_a, config.max_len_b)):
+            hypotheses[row] = tokenizer.decode(ids)
+    references = [data.references[:count]]
+    return {"bleu": sacrebleu.corpus_bleu(hypotheses, references).score,
+            "chrf": sacrebleu.corpus_chrf(hypotheses, references).score,
+            "sentences": count}
