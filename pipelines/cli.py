@@ -13,7 +13,7 @@ import traceback
 from typing import Sequence
 
 from pipelines import settings as settings_module
-from s2s_core.errors import S2SError
+from s2s_core.errors import ConfigError, S2SError
 
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
@@ -49,12 +49,57 @@ def _run_prepare(args: argparse.Namespace, settings: settings_module.Settings) -
     return 0
 
 
+def _train_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a Transformer or LSTM-attention model on a prepared dataset with Ray Train",
+                       description="DATA (from `s2s prepare`) -> OUTPUT/model (model package), OUTPUT/checkpoints, "
+                                   "OUTPUT/best, OUTPUT/metrics. Running it again with the same OUTPUT resumes.")
+    p.add_argument("--data", required=True, metavar="URI", help="prepared dataset (local directory or s3://)")
+    p.add_argument("--output", required=True, metavar="URI", help="run location (local directory or s3://bucket/prefix)")
+    p.add_argument("--config", metavar="FILE", help="YAML overlay of the training config")
+    p.add_argument("--workers", type=int, default=1, help="Ray Train workers (DDP); default 1")
+    p.add_argument("--gpus-per-worker", type=float, default=0, metavar="G", help="GPUs per worker; 0 trains on CPU")
+    p.add_argument("--cpus-per-worker", type=float, default=1, metavar="C", help="CPUs per worker (and torch threads)")
+    p.add_argument("--max-failures", type=int, default=3, help="worker crashes survived by restarting from the last checkpoint")
+    p.add_argument("--force", action="store_true", help="discard a run with a different config at --output")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. preset=transformer-base max_steps=20000 model.dropout=0.2")
+    p.set_defaults(run=_run_train)
+
+
+def _run_train(args: argparse.Namespace, settings: settings_module.Settings) -> int:
+    from pipelines.prepare.job import read_manifest
+    from pipelines.storage import Storage, join
+    from pipelines.train.flow import train_model
+    from pipelines.train.job import check_output, fit_vocabulary, resolve_config, run_config_of
+
+    problems = [f"`--{name}` must be >= {low}, but is {value}" for name, value, low in
+                (("workers", args.workers, 1), ("gpus-per-worker", args.gpus_per_worker, 0),
+                 ("max-failures", args.max_failures, 0)) if value < low]
+    problems += [f"`--cpus-per-worker` must be > 0, but is {args.cpus_per_worker}"] if args.cpus_per_worker <= 0 else []
+    if problems:
+        raise ConfigError(problems)
+    # Fail fast, before Ray and Prefect start: config, dataset, vocabulary, output.
+    storage = Storage(settings.s3)
+    train, model = resolve_config(args.config, args.overrides)
+    manifest = read_manifest(storage, args.data)
+    model = fit_vocabulary(model, storage, args.data, manifest)
+    check_output(storage, args.output, run_config_of(train, model, args.data, manifest), args.force)
+    metadata = train_model(data=args.data, output=args.output, config_file=args.config, overrides=args.overrides,
+                           workers=args.workers, gpus_per_worker=args.gpus_per_worker,
+                           cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures, force=args.force)
+    scores = ", ".join(f"{k} {v:.2f}" for k, v in sorted((metadata.get("validation") or {}).items())
+                       if isinstance(v, float))
+    print(f"model package: {join(args.output, 'model')} (step {metadata['step']}" + (f"; {scores})" if scores else ")"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="s2s", description="Sequence-to-sequence pipelines on Ray + Prefect.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("--ray-address", metavar="ADDR", help="existing Ray cluster (default: RAY_ADDRESS, else a local Ray)")
     sub = parser.add_subparsers(dest="command", required=True)
     _prepare_parser(sub)
+    _train_parser(sub)
     return parser
 
 

@@ -44,10 +44,24 @@ def cluster_cpus() -> float:
 
 
 def unwrap(error: BaseException) -> BaseException:
-    """The user-level error inside a Ray task failure, so the CLI can print it in one line."""
-    if isinstance(error, RayTaskError) and isinstance(error.cause, S2SError):
-        return error.cause
-    return error
+    """The user-level error inside a Ray task or Ray Train failure, so the CLI can print it in
+    one line; `error` itself when there is none."""
+    return _find_ours(error, depth=0) or error
+
+
+def _find_ours(error: BaseException | None, depth: int) -> S2SError | None:
+    if error is None or depth > 6:
+        return None
+    if isinstance(error, S2SError):
+        return error
+    inner = [getattr(error, "cause", None), getattr(error, "controller_failure", None), error.__cause__]
+    inner += list(getattr(error, "worker_failures", {}).values())
+    for candidate in inner:
+        if isinstance(candidate, BaseException) and candidate is not error:
+            found = _find_ours(candidate, depth + 1)
+            if found is not None:
+                return found
+    return None
 
 
 def get(refs: Any) -> Any:

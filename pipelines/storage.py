@@ -86,6 +86,13 @@ class Storage:
             uri = uri[len("file://"):]
         return pafs.LocalFileSystem(), os.path.abspath(uri)
 
+    def ray_location(self, uri: str) -> tuple[str, pafs.FileSystem | None]:
+        """(path, filesystem) in the form Ray Train's `RunConfig(storage_path, storage_filesystem)`
+        wants: a local absolute path with no filesystem, or `bucket/key` with our S3 client
+        (so the endpoint and credentials are the ones from settings)."""
+        fs, path = self._resolve(uri)
+        return (path, fs) if is_s3(uri) else (path, None)
+
     def _s3_filesystem(self) -> pafs.S3FileSystem:
         if self._s3fs is None:
             kwargs: dict = {"region": self.s3.region}

@@ -7,6 +7,8 @@ nested config dataclasses. Each class may define `problems() -> list[str]` for v
 
 from __future__ import annotations
 
+import re
+
 import dataclasses
 import types
 import typing
@@ -18,6 +20,9 @@ import yaml
 from s2s_core.errors import ConfigError
 
 C = TypeVar("C")
+
+
+_FLOAT_LITERAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -152,6 +157,8 @@ def _coerce(hint: Any, raw: Any, where: str, problems: list[str]) -> Any:
 def _coerce_scalar(hint: Any, raw: Any, where: str, problems: list[str]) -> Any:
     if hint is float and isinstance(raw, int) and not isinstance(raw, bool):
         return float(raw)
+    if hint is float and isinstance(raw, str) and _FLOAT_LITERAL.fullmatch(raw.strip()):
+        return float(raw)  # YAML 1.1 reads `1e-3` (no dot) as a string; everyone writes it so
     if hint is Any or (isinstance(raw, hint) and not (hint is int and isinstance(raw, bool))):
         return raw
     problems.append(f"`{where}` must be {hint.__name__}, but is {raw!r}")

@@ -157,7 +157,11 @@ class Trainer:
 
 
 def fit(trainer: Trainer, valid: ValidationSet | None, tokenizer: Tokenizer, callbacks: Callbacks) -> None:
-    """Step until max_steps / max_epochs / early stopping, validating and checkpointing on schedule."""
+    """Step until max_steps / max_epochs / early stopping, validating and checkpointing on schedule.
+
+    With several workers every rank must pass the same `valid` (or None everywhere): validation
+    and checkpoints are collective, and a rank that skipped one would leave the others waiting.
+    """
     cfg = trainer.config
     while not trainer.done():
         record = trainer.train_step()

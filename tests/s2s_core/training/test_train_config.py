@@ -46,3 +46,11 @@ def test_unknown_preset_lists_the_valid_ones():
 def test_unknown_key_lists_the_valid_ones():
     (problem,) = problems({"optim": {"learning_rate": 1e-3}})
     assert "optim.learning_rate" in problem and "lr" in problem and "clip_norm" in problem
+
+
+def test_exponent_floats_without_a_dot_are_floats():
+    from s2s_core.config import parse_overrides
+
+    train, _ = resolve(parse_overrides(["optim.lr=2e-3", "optim.eps=1E-9"]))
+    assert (train.optim.lr, train.optim.eps) == (2e-3, 1e-9)
+    assert "`optim.lr` must be float, but is 'fast'" in problems(parse_overrides(["optim.lr=fast"]))[0]

@@ -1,0 +1,1 @@
+"""The `train` stage: Ray Train workers around `s2s_core.training`, launched by a Prefect flow."""
