@@ -28,6 +28,13 @@ demo: $(STAMP)
 	    --test data/sample/en-it/test.tsv \
 	    --output demo-output/dataset \
 	    tokenizer.vocab_size=4000
+	$(VENV)/bin/s2s train \
+	    --data demo-output/dataset \
+	    --output demo-output/train \
+	    --workers 2 \
+	    preset=transformer-small max_steps=300 log_every=10 \
+	    optim.lr=1e-3 schedule.warmup_steps=100 batching.max_tokens=2048 \
+	    validation.every_steps=100 validation.decode_sentences=100 checkpoint.every_steps=100
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
@@ -37,6 +44,8 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/prepare.py
+	$(PIP) install -q -c constraints.txt transformers
+	$(PY) bench/train_throughput.py
 
 clean:
 	rm -rf demo-output bench/out

@@ -52,7 +52,10 @@ def unwrap(error: BaseException) -> BaseException:
 def _find_ours(error: BaseException | None, depth: int) -> S2SError | None:
     if error is None or depth > 6:
         return None
-    if isinstance(error, S2SError):
+    # A RayTaskError(InputError) is an InputError subclass whose message is Ray's traceback:
+    # look inside it before taking the error itself.
+    ray_wrapper = isinstance(error, ray.exceptions.RayTaskError)
+    if isinstance(error, S2SError) and not ray_wrapper:
         return error
     inner = [getattr(error, "cause", None), getattr(error, "controller_failure", None), error.__cause__]
     inner += list(getattr(error, "worker_failures", {}).values())
@@ -61,7 +64,7 @@ def _find_ours(error: BaseException | None, depth: int) -> S2SError | None:
             found = _find_ours(candidate, depth + 1)
             if found is not None:
                 return found
-    return None
+    return error if isinstance(error, S2SError) else None
 
 
 def get(refs: Any) -> Any:

@@ -178,3 +178,15 @@ def _check(config: Any, where: str, problems: list[str]) -> None:
         value = getattr(config, field.name)
         if dataclasses.is_dataclass(value):
             _check(value, f"{where}{field.name}.", problems)
+
+
+def at_least(owner: Any, minimum: float, *names: str) -> list[str]:
+    """Problems for the fields `names` of `owner` that are below `minimum` (for `problems()` methods)."""
+    return [f"`{name}` must be >= {minimum}, but is {getattr(owner, name)}"
+            for name in names if getattr(owner, name) < minimum]
+
+
+def probabilities(owner: Any, *names: str) -> list[str]:
+    """Problems for the fields `names` of `owner` outside [0, 1) (dropout rates and the like)."""
+    return [f"`{name}` must be in [0, 1), but is {getattr(owner, name)}"
+            for name in names if not 0 <= getattr(owner, name) < 1]  # NaN fails too

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
-from s2s_core.config import build, merge, to_dict
+from s2s_core.config import at_least, build, merge, probabilities, to_dict
 from s2s_core.errors import ConfigError
 
 MIN_VOCAB = 4
@@ -53,11 +53,10 @@ class TransformerConfig:
 
     def problems(self) -> list[str]:
         out = _vocab_problems(self.src_vocab_size, self.tgt_vocab_size, self.share_embeddings)
-        for name in ("d_model", "heads", "encoder_layers", "decoder_layers", "ffn_dim", "max_positions"):
-            out += _at_least(self, name, 1)
+        out += at_least(self, 1, "d_model", "heads", "encoder_layers", "decoder_layers", "ffn_dim", "max_positions")
         if self.d_model >= 1 and self.heads >= 1 and self.d_model % self.heads:
             out.append(f"`d_model` must be divisible by `heads` ({self.heads}), but is {self.d_model}")
-        out += _dropout_problems(self, ("dropout", "attention_dropout"))
+        out += probabilities(self, "dropout", "attention_dropout")
         return out
 
 
@@ -87,12 +86,11 @@ class LSTMConfig:
 
     def problems(self) -> list[str]:
         out = _vocab_problems(self.src_vocab_size, self.tgt_vocab_size, self.share_embeddings)
-        for name in ("embed_dim", "layers"):
-            out += _at_least(self, name, 1)
+        out += at_least(self, 1, "embed_dim", "layers")
         if self.hidden_size < 2 or self.hidden_size % 2:
             out.append(f"`hidden_size` must be even and >= 2 (the encoder has hidden_size/2 per direction), "
                        f"but is {self.hidden_size}")
-        out += _dropout_problems(self, ("dropout",))
+        out += probabilities(self, "dropout")
         return out
 
 
@@ -101,20 +99,6 @@ FAMILIES: dict[str, type[TransformerConfig] | type[LSTMConfig]] = {
     "lstm": LSTMConfig,
     "transformer": TransformerConfig,
 }
-
-
-def _at_least(config: Any, name: str, low: int) -> list[str]:
-    value = getattr(config, name)
-    return [f"`{name}` must be >= {low}, but is {value}"] if value < low else []
-
-
-def _dropout_problems(config: Any, names: tuple[str, ...]) -> list[str]:
-    out = []
-    for name in names:
-        value = getattr(config, name)
-        if not 0 <= value < 1:  # NaN fails too
-            out.append(f"`{name}` must be in [0, 1), but is {value}")
-    return out
 
 
 def _vocab_problems(src: int, tgt: int, shared: bool) -> list[str]:

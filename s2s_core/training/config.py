@@ -13,11 +13,6 @@ from s2s_core import config as config_lib
 from s2s_core.errors import ConfigError
 
 
-def _at_least(owner: Any, minimum: float, *names: str) -> list[str]:
-    return [f"`{name}` must be >= {minimum}, but is {getattr(owner, name)}"
-            for name in names if getattr(owner, name) < minimum]
-
-
 @dataclass(kw_only=True)
 class OptimConfig:
     lr: float = 7e-4
@@ -36,7 +31,7 @@ class OptimConfig:
     """Micro-batches per worker summed into one optimiser step."""
 
     def problems(self) -> list[str]:
-        out = _at_least(self, 1, "accumulation") + _at_least(self, 0, "weight_decay", "clip_norm")
+        out = config_lib.at_least(self, 1, "accumulation") + config_lib.at_least(self, 0, "weight_decay", "clip_norm")
         if self.lr <= 0:
             out.append(f"`lr` must be > 0, but is {self.lr}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
@@ -56,7 +51,7 @@ class ScheduleConfig:
     """Cosine only: final learning rate as a share of the peak."""
 
     def problems(self) -> list[str]:
-        out = _at_least(self, 0, "warmup_steps")
+        out = config_lib.at_least(self, 0, "warmup_steps")
         if not 0 <= self.min_lr_ratio <= 1:
             out.append(f"`min_lr_ratio` must be in [0, 1], but is {self.min_lr_ratio}")
         return out
@@ -72,7 +67,7 @@ class BatchConfig:
     """Longer training pairs (in tokens) are skipped and counted."""
 
     def problems(self) -> list[str]:
-        out = _at_least(self, 1, "max_tokens", "max_source_len", "max_target_len")
+        out = config_lib.at_least(self, 1, "max_tokens", "max_source_len", "max_target_len")
         longest = max(self.max_source_len, self.max_target_len) + 1
         if not out and self.max_tokens < longest:
             out.append(f"`max_tokens` must be >= the longest allowed sequence ({longest}), but is {self.max_tokens}")
@@ -97,8 +92,8 @@ class ValidationConfig:
     """See `max_len_a`."""
 
     def problems(self) -> list[str]:
-        return _at_least(self, 0, "every_steps", "patience", "decode_sentences", "max_len_b") + \
-            _at_least(self, 1, "loss_sentences")
+        return config_lib.at_least(self, 0, "every_steps", "patience", "decode_sentences", "max_len_b") + \
+            config_lib.at_least(self, 1, "loss_sentences")
 
 
 @dataclass(kw_only=True)
@@ -109,7 +104,7 @@ class CheckpointConfig:
     """Checkpoints kept for resuming; the best model is kept apart in `best/`."""
 
     def problems(self) -> list[str]:
-        return _at_least(self, 1, "every_steps", "keep_last")
+        return config_lib.at_least(self, 1, "every_steps", "keep_last")
 
 
 @dataclass(kw_only=True)
@@ -138,7 +133,7 @@ class TrainConfig:
     """Checkpoint frequency and retention."""
 
     def problems(self) -> list[str]:
-        return _at_least(self, 1, "max_steps", "log_every") + _at_least(self, 0, "max_epochs")
+        return config_lib.at_least(self, 1, "max_steps", "log_every") + config_lib.at_least(self, 0, "max_epochs")
 
 
 def resolve(data: dict[str, Any]) -> tuple[TrainConfig, Any]:

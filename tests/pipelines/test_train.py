@@ -21,6 +21,7 @@ import torch
 from pipelines import cli
 from pipelines.storage import Storage, join
 from s2s_core.package import load_package
+from s2s_core.tokenizer import EOS_ID
 from tests.conftest import REPO, SAMPLE
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("pipeline")]
@@ -85,7 +86,7 @@ def test_outputs_and_the_package_round_trip(dataset, two_workers):
     assert package.config.src_vocab_size == 1000 and package.config.encoder_layers == 2
     run_config = json.loads((two_workers / "config.json").read_text())
     assert run_config["model"] == json.loads((two_workers / "model/config.json").read_text())
-    src = torch.tensor([package.source_tokenizer.encode("Good morning, how are you?") + [2]])
+    src = torch.tensor([package.source_tokenizer.encode("Good morning, how are you?") + [EOS_ID]])
     assert package.model(src, torch.tensor([[1]])).shape == (1, 1, 1000)
 
 
