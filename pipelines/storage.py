@@ -51,6 +51,13 @@ def is_s3(uri: str) -> bool:
     return uri.startswith("s3://")
 
 
+def absolute(uri: str) -> str:
+    """`uri` with a local path made absolute (Ray Train workers run in their own directories)."""
+    if is_s3(uri):
+        return uri
+    return os.path.abspath(uri[len("file://"):] if uri.startswith("file://") else uri)
+
+
 def join(base: str, *parts: str) -> str:
     """Join URI parts with '/', for local paths and s3:// alike."""
     return posixpath.join(base.rstrip("/") if base != "/" else base, *parts)

@@ -12,12 +12,12 @@ import json
 import sys
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from pipelines import ray_runtime
 from pipelines.prepare.job import read_manifest
 from pipelines.settings import load_settings
-from pipelines.storage import Storage, basename, join
+from pipelines.storage import Storage, absolute, basename, join
 from pipelines.train import job
 from pipelines.train.worker import TrainJob
 
@@ -39,6 +39,7 @@ def train_model(data: str, output: str, config_file: str | None = None, override
                 max_failures: int = 3, force: bool = False) -> dict:
     """Train a model on the prepared dataset `data`; returns the final package's metadata."""
     logger = get_run_logger()
+    data, output = absolute(data), absolute(output)
     settings = load_settings()
     storage = Storage(settings.s3)
     train, model = job.resolve_config(config_file, overrides or [])
@@ -55,6 +56,11 @@ def train_model(data: str, output: str, config_file: str | None = None, override
     logger.info("model package: %s (step %s)", join(output, "model"), metadata["step"])
     create_markdown_artifact(summary_markdown(metadata, output), key="train-summary",
                              description=f"train_model -> {output}")
+    valid_uri = join(output, "metrics", "valid.jsonl")
+    if storage.exists(valid_uri):  # the validation curve, one row per validation
+        rows = [json.loads(line) for line in storage.read_bytes(valid_uri).decode().splitlines() if line]
+        create_table_artifact(rows, key="train-validation",
+                              description=f"validation scores by step; curves: {join(output, 'metrics', 'curves.png')}")
     return metadata
 
 

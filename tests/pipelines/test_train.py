@@ -90,9 +90,10 @@ def test_outputs_and_the_package_round_trip(dataset, two_workers):
     assert package.model(src, torch.tensor([[1]])).shape == (1, 1, 1000)
 
 
-def test_lstm_trains_validates_and_keeps_the_best(dataset, tmp_path, capsys):
+def test_lstm_trains_validates_and_keeps_the_best(dataset, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative paths, as in `make demo`: workers run elsewhere
     output = tmp_path / "lstm"
-    code = train(dataset, output, "--workers", "1", *TINY, "preset=lstm-tiny", "max_steps=12",
+    code = train(os.path.relpath(dataset, tmp_path), "lstm", "--workers", "1", *TINY, "preset=lstm-tiny", "max_steps=12",
                  "validation.every_steps=6", "validation.decode_sentences=20", "validation.metric=loss")
     assert code == 0
     valid = [json.loads(line) for line in (output / "metrics/valid.jsonl").read_text().splitlines()]
@@ -102,7 +103,19 @@ def test_lstm_trains_validates_and_keeps_the_best(dataset, tmp_path, capsys):
     assert meta["best_step"] == best["step"] and meta["validation"]["valid_loss"] == best["valid_loss"]
     assert (output / "best/model.safetensors").read_bytes() == (output / "model/model.safetensors").read_bytes()
     assert load_package(output / "model").config.family == "lstm"
+    artifact = read_artifact("train-validation")
+    assert [row["step"] for row in json.loads(artifact.data)] == [6, 12]
     assert "valid_loss" in capsys.readouterr().out
+
+
+def read_artifact(key: str):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+                                            limit=1, sort="CREATED_DESC")
+    return artifact
 
 
 def ray_train_workers(started_after: float) -> list[psutil.Process]:
