@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from s2s_core.config import at_least, probabilities
+
 FORMATS = ("tsv", "jsonl", "parquet", "text")
 
 
@@ -59,9 +61,7 @@ class CleanConfig:
                 out.append(f"`{name}` must be >= 1 (or null for no limit), but is {value}")
         if self.max_length_ratio is not None and not self.max_length_ratio >= 1:  # NaN fails too
             out.append(f"`max_length_ratio` must be >= 1 (or null), but is {self.max_length_ratio}")
-        if self.ratio_min_chars < 0:
-            out.append(f"`ratio_min_chars` must be >= 0, but is {self.ratio_min_chars}")
-        return out
+        return out + at_least(self, 0, "ratio_min_chars")
 
 
 @dataclass(kw_only=True)
@@ -78,11 +78,7 @@ class SplitConfig:
     """Changes which pairs the hash split picks, deterministically."""
 
     def problems(self) -> list[str]:
-        out = []
-        for name in ("valid_fraction", "test_fraction"):
-            value = getattr(self, name)
-            if not 0 <= value < 1:
-                out.append(f"`{name}` must be in [0, 1), but is {value}")
+        out = probabilities(self, "valid_fraction", "test_fraction")
         if self.valid_fraction + self.test_fraction >= 1:
             out.append("`valid_fraction + test_fraction` must be below 1, "
                        f"but is {self.valid_fraction + self.test_fraction:g}")
@@ -140,15 +136,10 @@ class TokenizerConfig:
     """SentencePiece's random seed (its default is a fresh one per run, which is not reproducible)."""
 
     def problems(self) -> list[str]:
-        out = []
-        if self.vocab_size < 16:
-            out.append(f"`vocab_size` must be >= 16, but is {self.vocab_size}")
+        out = at_least(self, 16, "vocab_size")
         if not 0.9 <= self.character_coverage <= 1.0:
             out.append(f"`character_coverage` must be in [0.9, 1.0], but is {self.character_coverage}")
-        for name in ("sample_pairs", "max_sentence_chars", "threads"):
-            if getattr(self, name) < 1:
-                out.append(f"`{name}` must be >= 1, but is {getattr(self, name)}")
-        return out
+        return out + at_least(self, 1, "sample_pairs", "max_sentence_chars", "threads")
 
 
 @dataclass(kw_only=True)
