@@ -27,8 +27,12 @@ class EncoderOutput:
 class DecoderState(Protocol):
     """Incremental decoding state of one batch; `decode_step` updates it in place."""
 
-    def reorder(self, indices: Tensor) -> None:
-        """Keep row `indices[i]` as row i of every cached tensor: (B',) long, B' may differ from B."""
+    def reorder(self, indices: Tensor, same_sources: bool = False) -> None:
+        """Keep row `indices[i]` as row i of every cached tensor: (B',) long, B' may differ from B.
+
+        `same_sources` promises that row i's new source equals its old one (beams of one
+        sentence swapping places), so tensors that depend on the source only are left alone.
+        """
 
 
 def source_padding(src_tokens: Tensor) -> Tensor:

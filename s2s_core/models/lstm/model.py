@@ -53,11 +53,14 @@ class LSTMDecoderState:
     padding_mask: Tensor
     """(B, S) bool, True at source padding."""
 
-    def reorder(self, indices: Tensor) -> None:
-        """Keep rows `indices` (B',) of every tensor (beam expansion and reordering)."""
+    def reorder(self, indices: Tensor, same_sources: bool = False) -> None:
+        """Keep rows `indices` (B',) of every tensor (beam expansion and reordering);
+        `same_sources`: row i keeps its source, so the source-side tensors stay as they are."""
         self.hidden = [select_rows(h, indices) for h in self.hidden]
         self.cell = [select_rows(c, indices) for c in self.cell]
         self.feed = select_rows(self.feed, indices)
+        if same_sources:
+            return
         same = self.keys is self.values  # Luong dot: one tensor, keep it one
         self.values = select_rows(self.values, indices)
         self.keys = self.values if same else select_rows(self.keys, indices)

@@ -31,10 +31,12 @@ class LayerCache:
     cross_values: Tensor
     """(B, H, S, Dh) values of the encoder output."""
 
-    def reorder(self, indices: Tensor) -> None:
-        """Keep rows `indices` (B',) of every tensor."""
+    def reorder(self, indices: Tensor, same_sources: bool = False) -> None:
+        """Keep rows `indices` (B',) of every tensor; the cross-attention ones only if the sources change."""
         self.self_keys = select_rows(self.self_keys, indices)
         self.self_values = select_rows(self.self_values, indices)
+        if same_sources:
+            return
         self.cross_keys = select_rows(self.cross_keys, indices)
         self.cross_values = select_rows(self.cross_values, indices)
 

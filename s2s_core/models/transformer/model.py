@@ -31,11 +31,13 @@ class TransformerDecoderState:
     step: int = 0
     """Target tokens decoded so far: the position of the next one."""
 
-    def reorder(self, indices: Tensor) -> None:
-        """Keep rows `indices` (B',) of every cached tensor (beam expansion and reordering)."""
+    def reorder(self, indices: Tensor, same_sources: bool = False) -> None:
+        """Keep rows `indices` (B',) of every cached tensor (beam expansion and reordering);
+        `same_sources`: row i keeps its source, so the source-side tensors stay as they are."""
         for cache in self.layers:
-            cache.reorder(indices)
-        self.memory_mask = select_rows(self.memory_mask, indices)
+            cache.reorder(indices, same_sources)
+        if not same_sources:
+            self.memory_mask = select_rows(self.memory_mask, indices)
 
 
 def sinusoidal_positions(count: int, dim: int) -> Tensor:

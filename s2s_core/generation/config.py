@@ -1,0 +1,61 @@
+"""Decoding options: one dataclass, checked once at the boundary (`s2s_core.config.build`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from s2s_core.config import at_least
+
+
+@dataclass(kw_only=True)
+class GenerationConfig:
+    beam_size: int = 4
+    """Hypotheses kept per sentence; 1 is greedy search (or plain sampling with `sampling`)."""
+    max_len_a: float = 1.5
+    """Output length limit `max_len_a * source_tokens + max_len_b` (source tokens include EOS)."""
+    max_len_b: int = 10
+    """See `max_len_a`."""
+    max_length: int = 256
+    """Hard cap on generated tokens (before EOS), whatever the source length."""
+    min_length: int = 0
+    """EOS is forbidden until this many tokens have been generated (the length limit wins)."""
+    length_penalty: float = 1.0
+    """GNMT alpha: hypotheses are ranked by log P / ((5 + length) / 6) ** alpha; 0 ranks by log P."""
+    no_repeat_ngram_size: int = 0
+    """Forbid repeating any n-gram of this size within a hypothesis; 0 allows repeats."""
+    nbest: int = 1
+    """Hypotheses returned per sentence, best first (at most `beam_size`)."""
+    sampling: bool = False
+    """Sample each token instead of searching (free text generation); needs `beam_size` 1."""
+    temperature: float = 1.0
+    """Sampling: logits are divided by it (below 1 sharpens, above 1 flattens)."""
+    top_k: int = 0
+    """Sampling: keep only the k most likely tokens; 0 keeps all."""
+    top_p: float = 1.0
+    """Sampling: keep the smallest set of tokens whose probability reaches p (nucleus)."""
+    seed: int = 0
+    """Sampling: seed of the random generator (same seed, same batch: same outputs)."""
+    max_tokens: int = 4096
+    """Text layer: source tokens per batch (sentences are sorted by length and packed to this budget)."""
+    max_source_tokens: int = 0
+    """Text layer: longest source (tokens with EOS) before splitting/truncating; 0: the model's limit."""
+
+    def problems(self) -> list[str]:
+        out = at_least(self, 1, "beam_size", "nbest", "max_tokens")
+        out += at_least(self, 0, "max_len_a", "max_len_b", "max_length", "min_length", "no_repeat_ngram_size",
+                        "top_k", "length_penalty", "max_source_tokens")
+        if self.nbest > self.beam_size >= 1:
+            out.append(f"`nbest` must be <= `beam_size` ({self.beam_size}), but is {self.nbest}")
+        if self.sampling and self.beam_size != 1:
+            out.append(f"`beam_size` must be 1 with `sampling`, but is {self.beam_size}")
+        if self.max_source_tokens == 1:  # a source piece needs a token besides its EOS
+            out.append("`max_source_tokens` must be 0 (the model's limit) or >= 2, but is 1")
+        if self.temperature <= 0:
+            out.append(f"`temperature` must be > 0, but is {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            out.append(f"`top_p` must be in (0, 1], but is {self.top_p}")
+        return out
+
+    def length_limit(self, source_tokens: int) -> int:
+        """Most tokens (before EOS) generated for a source of `source_tokens` tokens."""
+        return min(int(self.max_len_a * source_tokens) + self.max_len_b, self.max_length)

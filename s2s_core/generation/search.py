@@ -1,0 +1,67 @@
+"""Pure search steps: from scores and next-token log-probabilities to the next hypotheses.
+
+No model, no state, no Python loop over sentences: the generator calls one of these per step.
+Shapes: N sentences, K beams, V vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from s2s_core.generation.penalties import NEG_INF
+from s2s_core.tokenizer import EOS_ID
+
+
+@dataclass
+class BeamStep:
+    """The outcome of one beam step for every sentence."""
+
+    live_scores: Tensor
+    """(N, K) log P of the hypotheses that continue; -inf where a sentence has fewer than K."""
+    live_beams: Tensor
+    """(N, K) long: the beam each continuing hypothesis extends."""
+    live_tokens: Tensor
+    """(N, K) long: the token it appends."""
+    ended_scores: Tensor
+    """(N, K) log P of hypotheses that end with EOS at this step; -inf where none."""
+    ended_beams: Tensor
+    """(N, K) long: the beam each ended hypothesis extends."""
+
+
+def beam_step(scores: Tensor, log_probs: Tensor) -> BeamStep:
+    """scores (N, K) cumulative log P of the live beams (-inf: empty beam), log_probs (N, K, V).
+
+    The best 2K extensions of each sentence are ranked; those among the first K that end
+    with EOS are finished hypotheses, and the first K that do not end continue (fairseq's
+    rule: looking at 2K candidates keeps K live beams even when K of them end here).
+    """
+    sentences, beams, vocab = log_probs.shape
+    candidates = (scores[:, :, None] + log_probs).view(sentences, beams * vocab)  # (N, K*V)
+    width = min(2 * beams, beams * vocab)
+    top_scores, top_index = candidates.topk(width, dim=1)  # (N, 2K), best first
+    top_beams, top_tokens = top_index // vocab, top_index % vocab
+    valid = top_scores > NEG_INF
+    ends = top_tokens == EOS_ID
+    rank = torch.arange(width, device=scores.device).expand(sentences, width)
+    ended = (ends & valid & (rank < beams))[:, :beams]
+    # Stable order: continuing candidates by rank, then everything else.
+    order = torch.where(ends | ~valid, rank + width, rank).argsort(dim=1)[:, :beams]  # (N, K)
+    continues = (~ends & valid).gather(1, order)
+    return BeamStep(
+        live_scores=top_scores.gather(1, order).masked_fill(~continues, NEG_INF),
+        live_beams=top_beams.gather(1, order),
+        live_tokens=top_tokens.gather(1, order),
+        ended_scores=top_scores[:, :beams].masked_fill(~ended, NEG_INF),
+        ended_beams=top_beams[:, :beams],
+    )
+
+
+def sample_step(log_probs: Tensor, sampling_logits: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """One token per row drawn from softmax(sampling_logits (R, V)) -> (tokens (R,), their
+    log P under the model's own distribution `log_probs` (R, V))."""
+    probs = sampling_logits.softmax(dim=1)
+    tokens = torch.multinomial(probs, 1, generator=generator)  # (R, 1)
+    return tokens[:, 0], log_probs.gather(1, tokens)[:, 0]

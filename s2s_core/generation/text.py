@@ -1,0 +1,158 @@
+"""The text layer: strings in, strings out. The only part of decoding that knows the tokenizer.
+
+Inputs are tokenized, sorted by length and packed into batches of at most `max_tokens` padded
+source tokens (few pads, few batches), generated, detokenized and returned in input order.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import Iterator, Literal
+
+import torch
+
+from s2s_core.generation.config import GenerationConfig
+from s2s_core.generation.generator import Generator, Hypothesis
+from s2s_core.package import ModelPackage
+from s2s_core.tokenizer import EOS_ID, PAD_ID
+
+LSTM_SOURCE_LIMIT = 1024
+"""Longest source for models without a position table (LSTM): memory grows with it, not correctness."""
+
+_SENTENCE_END = re.compile(r"(?<=[.!?…;:。！？])\s+")
+
+
+@dataclass(frozen=True)
+class TextResult:
+    """The output for one input string."""
+
+    text: str
+    """Best output ('' for an empty input)."""
+    score: float
+    """Its length-normalised log-probability (mean over pieces for a split input; 0 if empty)."""
+    tokens: int
+    """Generated tokens (without EOS)."""
+    split: bool = False
+    """The input was longer than the model's limit and was generated sentence by sentence."""
+    truncated: bool = False
+    """The input was longer than the model's limit and was cut to it."""
+    empty: bool = False
+    """The input was empty or whitespace only."""
+    nbest: tuple[tuple[str, float], ...] = ()
+    """With `nbest` > 1: every returned (text, score), best first."""
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """A tokenized piece of one input: the whole input, or one of its sentences."""
+
+    index: int
+    ids: list[int]
+
+
+class TextGenerator:
+    """Generates text for strings with a model package; `long_inputs` says what happens to
+    inputs longer than the model's limit."""
+
+    long_inputs: Literal["split", "truncate"] = "truncate"
+
+    def __init__(self, package: ModelPackage, config: GenerationConfig) -> None:
+        self.package, self.config = package, config
+        model_limit = getattr(package.config, "max_positions", LSTM_SOURCE_LIMIT)
+        self.source_limit = min(config.max_source_tokens or model_limit, model_limit)
+        # A target needs BOS plus its tokens inside the position table too.
+        self.generator = Generator(package.model, replace(config, max_length=min(config.max_length, model_limit - 1)))
+        self.device = next(package.model.parameters()).device
+
+    def __call__(self, texts: list[str]) -> list[TextResult]:
+        """One result per input string, in input order."""
+        pieces, flags = self._pieces(texts)
+        hypotheses = self._generate(pieces)
+        by_input: dict[int, list[list[Hypothesis]]] = {}
+        for piece, hyps in zip(pieces, hypotheses):
+            by_input.setdefault(piece.index, []).append(hyps)
+        return [self._result(by_input.get(i, []), flags[i]) for i in range(len(texts))]
+
+    def _pieces(self, texts: list[str]) -> tuple[list[_Piece], list[dict[str, bool]]]:
+        """Tokenized pieces (EOS appended) and each input's flags."""
+        tokenizer = self.package.source_tokenizer
+        pieces, flags = [], []
+        for index, (text, ids) in enumerate(zip(texts, tokenizer.encode_batch(list(texts)))):
+            if not text.strip():
+                flags.append({"empty": True})
+            elif len(ids) + 1 <= self.source_limit:
+                pieces.append(_Piece(index, ids + [EOS_ID]))
+                flags.append({})
+            elif self.long_inputs == "truncate":
+                pieces.append(_Piece(index, ids[: self.source_limit - 1] + [EOS_ID]))
+                flags.append({"truncated": True})
+            else:
+                pieces += [_Piece(index, chunk + [EOS_ID]) for chunk in self._split(text)]
+                flags.append({"split": True})
+        return pieces, flags
+
+    def _split(self, text: str) -> Iterator[list[int]]:
+        """Token ids of `text` by sentence; a sentence still too long is cut into chunks that fit."""
+        tokenizer, room = self.package.source_tokenizer, self.source_limit - 1
+        for sentence in _SENTENCE_END.split(text.strip()):
+            ids = tokenizer.encode(sentence)
+            for start in range(0, len(ids), room):
+                yield ids[start:start + room]
+
+    def _generate(self, pieces: list[_Piece]) -> list[list[Hypothesis]]:
+        """Hypotheses per piece, generated in length-sorted batches of at most `max_tokens` padded tokens."""
+        order = sorted(range(len(pieces)), key=lambda i: len(pieces[i].ids))
+        out: list[list[Hypothesis]] = [[] for _ in pieces]
+        for batch in token_budget_batches([len(pieces[i].ids) for i in order], self.config.max_tokens):
+            members = [order[i] for i in batch]
+            src = pad([pieces[i].ids for i in members]).to(self.device)
+            for i, hyps in zip(members, self.generator.generate(src)):
+                out[i] = hyps
+        return out
+
+    def _result(self, parts: list[list[Hypothesis]], flags: dict[str, bool]) -> TextResult:
+        """Join the best hypothesis of each piece of one input."""
+        if not parts:
+            return TextResult(text="", score=0.0, tokens=0, **flags)
+        decode = self.package.target_tokenizer.decode
+        text = " ".join(decode(hyps[0].tokens) for hyps in parts)
+        score = sum(hyps[0].score for hyps in parts) / len(parts)
+        nbest = tuple((decode(h.tokens), h.score) for h in parts[0]) if len(parts) == 1 and self.config.nbest > 1 else ()
+        return TextResult(text=text, score=score, tokens=sum(len(h[0].tokens) for h in parts), nbest=nbest, **flags)
+
+
+class Translator(TextGenerator):
+    """Translation: an input longer than the model's limit is translated sentence by sentence."""
+
+    long_inputs = "split"
+
+
+class Summarizer(TextGenerator):
+    """Summarization: an input longer than the model's limit is truncated to it."""
+
+    long_inputs = "truncate"
+
+
+def token_budget_batches(lengths: list[int], max_tokens: int) -> Iterator[list[int]]:
+    """Consecutive positions of the (sorted) `lengths` grouped so that rows x longest <= max_tokens
+    (a row longer than the budget gets a batch of its own)."""
+    batch: list[int] = []
+    longest = 0
+    for position, length in enumerate(lengths):
+        if batch and (len(batch) + 1) * max(longest, length) > max_tokens:
+            yield batch
+            batch, longest = [], 0
+        batch.append(position)
+        longest = max(longest, length)
+    if batch:
+        yield batch
+
+
+def pad(rows: list[list[int]]) -> torch.Tensor:
+    """Id lists -> (B, S) long tensor, right-padded with PAD_ID."""
+    width = max(len(row) for row in rows)
+    out = torch.full((len(rows), width), PAD_ID, dtype=torch.long)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return out
