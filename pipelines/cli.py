@@ -93,6 +93,68 @@ def _run_train(args: argparse.Namespace, settings: settings_module.Settings) -> 
     return 0
 
 
+def _generate_parser(sub: argparse._SubParsersAction, name: str, what: str) -> None:
+    p = sub.add_parser(name, help=f"{what} text with a model package: --text/stdin, or a whole dataset in bulk",
+                       description=f"With --input/--output: {what} every row of a dataset (Parquet, JSONL or TSV; "
+                                   "local or s3://) on a pool of Ray actors, exactly once per row; running the same "
+                                   "command again after a failure finishes the job. Without --input: --text "
+                                   "arguments, else stdin lines, one output line each.")
+    p.add_argument("--model", required=True, metavar="URI", help="model package (e.g. TRAIN_OUTPUT/model)")
+    p.add_argument("--text", action="append", metavar="TEXT", help="input text (repeatable); default: stdin lines")
+    p.add_argument("--input", metavar="URI", help="dataset: file, directory/prefix or glob")
+    p.add_argument("--output", metavar="URI", help="output location for --input")
+    p.add_argument("--column", default="source", help="text column/field (TSV: field number); default source (TSV: 0)")
+    p.add_argument("--id-column", metavar="COLUMN", help="row id column; default file:row")
+    p.add_argument("--workers", type=int, default=1, help="Ray actors, each with the model loaded once; default 1")
+    p.add_argument("--cpus-per-worker", type=float, default=1, metavar="C", help="CPUs per actor (and torch threads)")
+    p.add_argument("--gpus-per-worker", type=float, default=0, metavar="G", help="GPUs per actor; 0 runs on CPU")
+    p.add_argument("--unit-mb", type=float, default=32, help="input MB per work unit (and output file)")
+    p.add_argument("--config", metavar="FILE", help="YAML file of decoding options")
+    p.add_argument("--overwrite", action="store_true", help="replace a different job already at --output")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="decoding options, e.g. beam_size=5 length_penalty=0.6")
+    p.set_defaults(run=_run_generate, task=name)
+
+
+def _run_generate(args: argparse.Namespace, settings: settings_module.Settings) -> int:
+    from pipelines.generate.flow import resolve_generation
+
+    config = resolve_generation(args.config, args.overrides)
+    if args.input is None:
+        from pipelines.generate.interactive import generate_lines
+        return generate_lines(settings, args.task, args.model, config, args.text)
+    if args.output is None:
+        raise ConfigError(["`--output` is required with `--input`"])
+    problems = [f"`--{name}` must be >= {low}, but is {value}" for name, value, low in
+                (("workers", args.workers, 1), ("gpus-per-worker", args.gpus_per_worker, 0)) if value < low]
+    problems += [f"`--{name}` must be > 0, but is {value}" for name, value in
+                 (("cpus-per-worker", args.cpus_per_worker), ("unit-mb", args.unit_mb)) if value <= 0]
+    if problems:
+        raise ConfigError(problems)
+    return _run_bulk(args, settings, config)
+
+
+def _run_bulk(args: argparse.Namespace, settings: settings_module.Settings, config) -> int:
+    from pipelines.generate.flow import bulk_generate, plan_job
+    from pipelines.generate.job import check_output
+    from pipelines.generate.units import Columns
+    from pipelines.storage import Storage, absolute
+
+    storage = Storage(settings.s3)
+    planned = plan_job(storage, args.task, absolute(args.model), absolute(args.input), absolute(args.output),
+                       Columns(args.column, args.id_column), config, args.cpus_per_worker, args.gpus_per_worker,
+                       args.unit_mb)  # fail fast, before Ray and Prefect start
+    check_output(storage, absolute(args.output), planned.identity, args.overwrite)
+    summary = bulk_generate(task=args.task, model=args.model, input=args.input, output=args.output,
+                            column=args.column, id_column=args.id_column, workers=args.workers,
+                            cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
+                            config_file=args.config, overrides=args.overrides, overwrite=args.overwrite,
+                            unit_mb=args.unit_mb)
+    flags = ", ".join(f"{summary[f]} {f}" for f in ("split", "truncated", "empty") if summary[f])
+    print(f"{args.output}: {summary['rows_out']:,} rows ({summary['error']} errors" + (f", {flags})" if flags else ")")
+          + f", {summary['throughput']['rows_per_s']:,.1f} rows/s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="s2s", description="Sequence-to-sequence pipelines on Ray + Prefect.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
@@ -100,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _prepare_parser(sub)
     _train_parser(sub)
+    _generate_parser(sub, "translate", "translate")
+    _generate_parser(sub, "summarize", "summarize")
     return parser
 
 

@@ -39,6 +39,17 @@ def ensure_ray(settings: Settings) -> None:
         raise ClusterError(f"cannot reach the Ray cluster at {address}: {str(err).splitlines()[0]}") from None
 
 
+def check_resources(workers: int, cpus_per_worker: float, gpus_per_worker: float) -> None:
+    """Say now, instead of waiting forever, when the cluster cannot place the workers."""
+    total = ray.cluster_resources()
+    need = {"CPU": workers * cpus_per_worker, "GPU": workers * gpus_per_worker}
+    for resource, amount in need.items():
+        if amount > total.get(resource, 0):
+            raise ClusterError(
+                f"{workers} workers x {need[resource] / workers:g} {resource} need {amount:g} {resource}, "
+                f"but the Ray cluster has {total.get(resource, 0):g}: lower --workers or add nodes")
+
+
 def cluster_cpus() -> float:
     return float(ray.cluster_resources().get("CPU", 1.0))
 

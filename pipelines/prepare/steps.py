@@ -128,11 +128,17 @@ def read_line_range(storage: Storage, uri: str, offset: int, length: int | None,
 
     Consecutive ranges thus partition a file's lines exactly, whatever the range size.
     """
+    return read_line_range_at(storage, uri, offset, length, size)[1]
+
+
+def read_line_range_at(storage: Storage, uri: str, offset: int, length: int | None, size: int) -> tuple[int, bytes]:
+    """`read_line_range`, plus the file offset of its first byte (where its first line starts)."""
     end = size if length is None else min(size, offset + length)
     start = offset - 1 if offset > 0 else 0  # one byte back: was offset itself a line start?
     data = storage.read_bytes(uri, start, end - start)
     if offset > 0:
         first_break = data.find(b"\n")
+        start += first_break + 1 if first_break >= 0 else len(data)
         data = data[first_break + 1:] if first_break >= 0 else b""
     position = end
     while data and not data.endswith(b"\n") and position < size:  # finish the last line
@@ -142,7 +148,7 @@ def read_line_range(storage: Storage, uri: str, offset: int, length: int | None,
         data += more if cut < 0 else more[:cut + 1]
         if cut >= 0:
             break
-    return data
+    return start, data
 
 
 @dataclass

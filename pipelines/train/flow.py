@@ -47,7 +47,7 @@ def train_model(data: str, output: str, config_file: str | None = None, override
     model = job.fit_vocabulary(model, storage, data, manifest)
     run_config = job.run_config_of(train, model, data, manifest)
     ray_runtime.ensure_ray(settings)
-    job.check_resources(workers, cpus_per_worker, gpus_per_worker)
+    ray_runtime.check_resources(workers, cpus_per_worker, gpus_per_worker)
     job.claim_output(storage, output, run_config, force)
     train_job = TrainJob(storage=storage, data=data, manifest=manifest, output=output, train=train, model=model,
                          run_config=run_config, cpus_per_worker=cpus_per_worker)

@@ -91,17 +91,6 @@ def _differences(old: Any, new: Any, where: str = "") -> list[str]:
     return [] if old == new else [f"{where.rstrip('.')}: {old!r} -> {new!r}"]
 
 
-def check_resources(workers: int, cpus_per_worker: float, gpus_per_worker: float) -> None:
-    """Say now, instead of waiting forever, when the cluster cannot place the workers."""
-    total = ray.cluster_resources()
-    need = {"CPU": workers * cpus_per_worker, "GPU": workers * gpus_per_worker}
-    for resource, amount in need.items():
-        if amount > total.get(resource, 0):
-            raise ray_runtime.ClusterError(
-                f"{workers} workers x {need[resource] / workers:g} {resource} need {amount:g} {resource}, "
-                f"but the Ray cluster has {total.get(resource, 0):g}: lower --workers or add nodes")
-
-
 def launch(job: TrainJob, workers: int, gpus_per_worker: float, max_failures: int, stream: TextIO = sys.stderr):
     """Run the TorchTrainer to completion, printing progress lines; returns Ray's Result."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig

@@ -1,0 +1,1 @@
+"""Bulk generation: translate or summarize whole datasets with a Ray actor pool, exactly once."""

@@ -1,0 +1,142 @@
+"""Planning a bulk job: resolve the input into work units with stable ids, check the columns.
+
+A unit is a whole file, a run of Parquet row groups, or a line-aligned byte range of a large
+TSV/JSONL file. Its id is derived from the file's name (relative to the input root), size and
+the unit's position, so the same input always yields the same units and output names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+
+import pyarrow.parquet as pq
+
+from pipelines.storage import FileEntry, NotFound, Storage, basename, parent
+from s2s_core.data.readers import detect_format
+from s2s_core.errors import ConfigError, InputError
+
+MB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Where the text and the row id are. TSV files have no header: fields are numbered from 0."""
+
+    text: str = "source"
+    id: str | None = None
+    """None: ids are `file:row` (Parquet, from 0) or `file@byte` (TSV/JSONL: the offset where the
+    line starts), so they do not depend on how the input is cut into units."""
+
+    def tsv_field(self, name: str | None) -> int | None:
+        """The TSV field number of a column name: a number, or 0 for the default `source`."""
+        if name is None:
+            return None
+        return 0 if name == "source" else int(name)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One piece of work: read, generate and commit as a whole."""
+
+    id: str
+    uri: str
+    name: str
+    """The file's path relative to the input root (used in default row ids)."""
+    format: str
+    size: int
+    """Bytes of the whole file."""
+    offset: int = 0
+    length: int | None = None
+    """Line formats: the byte range [offset, offset + length) whose lines this unit owns; None: all."""
+    row_groups: tuple[int, ...] = ()
+    first_row: int = 0
+    """Parquet: the file-level number of the unit's first row."""
+    weight: int = 0
+    """Bytes of input, for progress and ETA."""
+
+
+def plan_units(storage: Storage, input_uri: str, columns: Columns, unit_mb: float = 32.0) -> list[Unit]:
+    """Every unit of the input, in a stable order. Raises InputError for a missing or unreadable
+    input or a missing column, ConfigError for a TSV column that is not a field number."""
+    try:
+        entries = storage.list(input_uri)
+    except NotFound as missing:
+        raise InputError(input_uri, missing.cause) from None
+    files = [(e, detect_format(basename(e.uri))) for e in entries]
+    files = [(e, fmt) for e, fmt in files if fmt is not None and not basename(e.uri).startswith(("_", "."))]
+    if not files:
+        raise InputError(input_uri, "holds no .parquet, .jsonl or .tsv files" if entries else "matches no files")
+    single_file = len(entries) == 1 and entries[0].uri == input_uri
+    root = parent(input_uri) if single_file or any(ch in basename(input_uri) for ch in "*?[") else input_uri
+    root = root.rstrip("/") + "/"
+    units = []
+    for entry, fmt in files:
+        name = entry.uri[len(root):] if entry.uri.startswith(root) else basename(entry.uri)
+        units += _file_units(storage, entry, name, fmt, columns, int(unit_mb * MB))
+    return units
+
+
+def _file_units(storage: Storage, entry: FileEntry, name: str, fmt: str, columns: Columns, unit_bytes: int) -> list[Unit]:
+    if entry.uri.lower().endswith(".gz"):
+        raise InputError(entry.uri, "compressed inputs are not supported by bulk jobs (units are byte ranges); "
+                                    "decompress it or use Parquet")
+    if fmt == "parquet":
+        return _parquet_units(storage, entry, name, columns, unit_bytes)
+    _check_line_columns(storage, entry, fmt, columns)
+    return [_unit(entry, name, fmt, f"b{start}", offset=start, length=min(unit_bytes, entry.size - start),
+                  weight=min(unit_bytes, entry.size - start))
+            for start in range(0, max(entry.size, 1), unit_bytes)]
+
+
+def _parquet_units(storage: Storage, entry: FileEntry, name: str, columns: Columns, unit_bytes: int) -> list[Unit]:
+    with storage.open_read(entry.uri) as handle:
+        try:
+            meta = pq.ParquetFile(handle).metadata
+        except Exception as err:  # pyarrow raises several types for a bad footer
+            raise InputError(entry.uri, f"is not a readable Parquet file ({str(err).splitlines()[0]})") from None
+    names = meta.schema.to_arrow_schema().names
+    for column in (columns.text, columns.id):
+        if column is not None and column not in names:
+            raise InputError(entry.uri, f"has no column '{column}' (columns: {', '.join(names)})")
+    units, group, size, first_row, rows = [], [], 0, 0, 0
+    for i in range(meta.num_row_groups):
+        group.append(i)
+        size += meta.row_group(i).total_byte_size
+        rows += meta.row_group(i).num_rows
+        if size >= unit_bytes or i == meta.num_row_groups - 1:
+            units.append(_unit(entry, name, "parquet", f"rg{group[0]}-{group[-1]}", row_groups=tuple(group),
+                               first_row=first_row, weight=size))
+            first_row, group, size = first_row + rows, [], 0
+            rows = 0
+    return units
+
+
+def _check_line_columns(storage: Storage, entry: FileEntry, fmt: str, columns: Columns) -> None:
+    """A column missing from the first line is missing from the input: one error, not N bad rows."""
+    head = storage.read_bytes(entry.uri, 0, min(entry.size, 1 * MB)).split(b"\n", 1)[0]
+    first = head.decode("utf-8", errors="replace").lstrip("\ufeff")
+    if fmt == "jsonl":
+        try:
+            record = json.loads(first)
+        except json.JSONDecodeError:
+            raise InputError(entry.uri, "line 1 is not valid JSON") from None
+        for column in (columns.text, columns.id):
+            if column is not None and (not isinstance(record, dict) or column not in record):
+                raise InputError(entry.uri, f"has no field '{column}' (line 1)")
+        return
+    for column in (columns.text, columns.id):
+        try:
+            field = columns.tsv_field(column)
+        except ValueError:
+            raise ConfigError([f"TSV fields are numbered from 0: column must be a number, but is '{column}'"]) from None
+        if field is not None and field >= len(first.split("\t")):
+            raise InputError(entry.uri, f"has no field {field} (line 1 has {len(first.split(chr(9)))})")
+
+
+def _unit(entry: FileEntry, name: str, fmt: str, position: str, **fields) -> Unit:
+    digest = hashlib.sha256(f"{name}\0{entry.size}\0{position}".encode()).hexdigest()[:12]
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", name.rsplit(".", 1)[0])[-40:]
+    return Unit(id=f"{stem}-{position}-{digest}", uri=entry.uri, name=name, format=fmt, size=entry.size, **fields)

@@ -1,0 +1,149 @@
+"""The Ray actor of a bulk job: loads the model package once, then turns units into committed outputs.
+
+Per unit: read its rows, generate (length-sorted token-budget batches, in the text layer),
+write `part-<unit>.parquet` atomically, THEN the commit marker `_commits/<unit>.json`. A unit
+is done exactly when its marker exists; a crash before the marker leaves at most an output
+that a rerun overwrites with the same rows (the step is deterministic).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import resource
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.generate.rows import UnitRows, read_unit
+from pipelines.generate.units import Columns, Unit
+from pipelines.storage import NotFound, Storage, is_s3, join
+from s2s_core.errors import CheckpointError
+from s2s_core.generation import GenerationConfig, Summarizer, TextResult, Translator
+
+TEXT_LAYERS = {"translate": Translator, "summarize": Summarizer}
+FLAGS = ("split", "truncated", "empty")
+OUTPUT_SCHEMA = pa.schema([
+    ("id", pa.string()), ("source", pa.string()), ("output", pa.string()), ("score", pa.float64()),
+    ("tokens", pa.int32()), ("split", pa.bool_()), ("truncated", pa.bool_()), ("empty", pa.bool_()),
+    ("error", pa.string()), ("model_id", pa.string()),
+])
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything a worker needs; the same for every unit of a job."""
+
+    storage: Storage
+    task: str
+    """'translate' or 'summarize'."""
+    model: str
+    """Model package URI (local directory or s3:// prefix)."""
+    model_id: str
+    config: GenerationConfig
+    columns: Columns
+    output: str
+    device: str = "cpu"
+    threads: int = 1
+
+
+def output_uri(output: str, unit_id: str) -> str:
+    return join(output, f"{unit_id}.parquet")
+
+
+def marker_uri(output: str, unit_id: str) -> str:
+    return join(output, "_commits", f"{unit_id}.json")
+
+
+def package_id(storage: Storage, model: str) -> str:
+    """A model package's id: the hash of its metadata, which lists every file's SHA-256.
+
+    Raises:
+        CheckpointError: if `model` is not a model package.
+    """
+    try:
+        metadata = storage.read_bytes(join(model, "metadata.json"))
+    except NotFound:
+        raise CheckpointError(model, "is not a model package (no metadata.json)") from None
+    return hashlib.sha256(metadata).hexdigest()[:16]
+
+
+def local_package(storage: Storage, model: str) -> Path:
+    """The package as a local directory: itself, or a downloaded copy of an s3:// package."""
+    if not is_s3(model):
+        return Path(model)
+    target = Path(tempfile.mkdtemp(prefix="s2s-package-"))
+    root = model.rstrip("/") + "/"
+    for entry in storage.list(model):
+        local = target / entry.uri[len(root):]
+        local.parent.mkdir(parents=True, exist_ok=True)
+        storage.download(entry.uri, local)
+    return target
+
+
+class UnitWorker:
+    """Actor body: one model in memory, one unit at a time."""
+
+    def __init__(self, spec: JobSpec) -> None:
+        import torch
+
+        from s2s_core.package import load_package
+
+        torch.set_num_threads(max(1, spec.threads))
+        self.spec = spec
+        package = load_package(local_package(spec.storage, spec.model), spec.device)
+        self.text = TEXT_LAYERS[spec.task](package, spec.config)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def process(self, unit: Unit) -> dict:
+        """Generate and commit one unit; returns its commit record plus this process's peak memory."""
+        start = time.monotonic()
+        spec = self.spec
+        rows = read_unit(spec.storage, unit, spec.columns)
+        good = [i for i, text in enumerate(rows.texts) if text is not None]
+        results = self.text([rows.texts[i] for i in good])
+        table = output_table(rows, dict(zip(good, results)), spec.model_id)
+        spec.storage.write_bytes(output_uri(spec.output, unit.id), _parquet(table))
+        record = commit_record(unit, rows, results, time.monotonic() - start)
+        spec.storage.write_bytes(marker_uri(spec.output, unit.id), json.dumps(record, sort_keys=True).encode())
+        return {**record, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def output_table(rows: UnitRows, results: dict[int, TextResult], model_id: str) -> pa.Table:
+    """One output row per input row, in input order; bad rows carry their error and no output."""
+    columns: dict[str, list] = {name: [] for name in OUTPUT_SCHEMA.names}
+    for i, (row_id, text, error) in enumerate(zip(rows.ids, rows.texts, rows.errors)):
+        result = results.get(i)
+        columns["id"].append(row_id)
+        columns["source"].append(text)
+        columns["output"].append(result.text if result else None)
+        columns["score"].append(result.score if result else None)
+        columns["tokens"].append(result.tokens if result else 0)
+        for flag in FLAGS:
+            columns[flag].append(bool(result and getattr(result, flag)))
+        columns["error"].append(error)
+        columns["model_id"].append(model_id)
+    return pa.table(columns, schema=OUTPUT_SCHEMA)
+
+
+def commit_record(unit: Unit, rows: UnitRows, results: list[TextResult], seconds: float) -> dict:
+    """The commit marker's content: the unit's counts (they add up: rows_in = rows_out = ok + error)."""
+    errors = sum(e is not None for e in rows.errors)
+    return {"unit": unit.id, "input": unit.uri, "rows_in": len(rows.ids), "rows_out": len(rows.ids),
+            "ok": len(results), "error": errors, "tokens": sum(r.tokens for r in results),
+            **{flag: sum(bool(getattr(r, flag)) for r in results) for flag in FLAGS},
+            "weight": unit.weight, "seconds": round(seconds, 3)}
+
+
+def _parquet(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue()

@@ -1,0 +1,33 @@
+"""Fixtures shared by the pipeline tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from s2s_core.data.config import TokenizerConfig
+from s2s_core.models import build_model, model_config
+from s2s_core.package import save_package
+from s2s_core.tokenizer import Tokenizer, train_sentencepiece
+from tests.conftest import SAMPLE
+
+
+def sample_pairs(name: str) -> list[tuple[str, str]]:
+    """The committed real en-it slice `name` (train, dev, test) as (source, target) pairs."""
+    lines = (SAMPLE / f"{name}.tsv").read_text(encoding="utf-8").splitlines()
+    return [tuple(line.split("\t")[:2]) for line in lines]  # type: ignore[misc]
+
+
+@pytest.fixture(scope="session")
+def tiny_package(tmp_path_factory) -> Path:
+    """A transformer-tiny package with fixed random weights and a 1,000-piece tokenizer trained
+    on the committed sample: what the bulk job's guarantees need, not translation quality."""
+    root = tmp_path_factory.mktemp("tiny-package")
+    train_sentencepiece(sample_pairs("train"), root / "tokenizer", TokenizerConfig(vocab_size=1000))
+    vocab = Tokenizer.from_dir(root / "tokenizer").vocab_size
+    config = model_config("transformer-tiny", {"src_vocab_size": vocab, "tgt_vocab_size": vocab})
+    torch.manual_seed(0)
+    save_package(root / "model", build_model(config), config, root / "tokenizer", {"note": "random weights"})
+    return root / "model"
