@@ -35,6 +35,15 @@ demo: $(STAMP)
 	    preset=transformer-small max_steps=300 log_every=10 \
 	    optim.lr=1e-3 schedule.warmup_steps=100 batching.max_tokens=2048 \
 	    validation.every_steps=100 validation.decode_sentences=100 checkpoint.every_steps=100
+	$(VENV)/bin/s2s translate \
+	    --model demo-output/train/model \
+	    --input demo-output/dataset/test \
+	    --output demo-output/translations \
+	    --id-column id \
+	    --workers 2 \
+	    --unit-mb 0.01 \
+	    --overwrite \
+	    --show 5
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
@@ -44,8 +53,10 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/prepare.py
-	$(PIP) install -q -c constraints.txt transformers
+	$(PIP) install -q -c constraints.txt transformers ctranslate2
 	$(PY) bench/train_throughput.py
+	$(PY) bench/generate.py
+	$(PY) bench/bulk.py
 
 clean:
 	rm -rf demo-output bench/out

@@ -111,6 +111,7 @@ def _generate_parser(sub: argparse._SubParsersAction, name: str, what: str) -> N
     p.add_argument("--unit-mb", type=float, default=32, help="input MB per work unit (and output file)")
     p.add_argument("--config", metavar="FILE", help="YAML file of decoding options")
     p.add_argument("--overwrite", action="store_true", help="replace a different job already at --output")
+    p.add_argument("--show", type=int, default=0, metavar="N", help="print N example rows (source and output) at the end")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="decoding options, e.g. beam_size=5 length_penalty=0.6")
     p.set_defaults(run=_run_generate, task=name)
 
@@ -134,7 +135,7 @@ def _run_generate(args: argparse.Namespace, settings: settings_module.Settings) 
 
 
 def _run_bulk(args: argparse.Namespace, settings: settings_module.Settings, config) -> int:
-    from pipelines.generate.flow import bulk_generate, plan_job
+    from pipelines.generate.flow import bulk_generate, examples, plan_job
     from pipelines.generate.job import check_output
     from pipelines.generate.units import Columns
     from pipelines.storage import Storage, absolute
@@ -152,6 +153,8 @@ def _run_bulk(args: argparse.Namespace, settings: settings_module.Settings, conf
     flags = ", ".join(f"{summary[f]} {f}" for f in ("split", "truncated", "empty") if summary[f])
     print(f"{args.output}: {summary['rows_out']:,} rows ({summary['error']} errors" + (f", {flags})" if flags else ")")
           + f", {summary['throughput']['rows_per_s']:,.1f} rows/s")
+    for example in examples(storage, absolute(args.output), planned.units, args.show) if args.show > 0 else []:
+        print(f"\n  [{example['id']}] {example['source']}\n  -> {example['output']}")
     return 0
 
 

@@ -33,7 +33,9 @@ def ensure_ray(settings: Settings) -> None:
         if address:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         else:
+            store = settings.local_ray_object_store_mb
             ray.init(num_cpus=settings.local_ray_cpus, include_dashboard=False,
+                     object_store_memory=store * (1 << 20) if store else None,
                      logging_level=logging.WARNING, log_to_driver=False)
     except ConnectionError as err:
         raise ClusterError(f"cannot reach the Ray cluster at {address}: {str(err).splitlines()[0]}") from None

@@ -34,6 +34,8 @@ class Settings:
     """Address of an existing Ray cluster; None starts a local Ray on demand."""
     local_ray_cpus: int | None = None
     """CPUs for a local Ray started on demand (None: all of this machine's)."""
+    local_ray_object_store_mb: int | None = None
+    """Object store of a local Ray started on demand (None: Ray's default share of memory)."""
     debug: bool = False
 
 
@@ -48,10 +50,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         session_token=env.get("AWS_SESSION_TOKEN"),
     )
     cpus = env.get("S2S_LOCAL_RAY_CPUS")
+    object_store = env.get("S2S_LOCAL_RAY_OBJECT_STORE_MB")
     return Settings(
         s3=s3,
         ray_address=env.get("S2S_RAY_ADDRESS") or env.get("RAY_ADDRESS") or None,
         local_ray_cpus=int(cpus) if cpus else None,
+        local_ray_object_store_mb=int(object_store) if object_store else None,
         debug=env.get("S2S_DEBUG", "") not in ("", "0", "false"),
     )
 

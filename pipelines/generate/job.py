@@ -101,7 +101,7 @@ def run_pool(spec: JobSpec, units: list[Unit], workers: int, cpus_per_worker: fl
         while in_flight:
             (ref,), _ = ray.wait(list(in_flight), num_returns=1)
             actor, unit = in_flight.pop(ref)
-            record = ray_runtime.get(ref)
+            record = {**ray_runtime.get(ref), "done_at": time.monotonic()}
             records.append(record)
             progress.update(unit.weight, units=1, rows=record["rows_in"], tokens=record["tokens"])
             if pending:
@@ -120,12 +120,18 @@ def summarize(storage: Storage, output: str, identity: dict, units: list[Unit], 
     markers = [json.loads(storage.read_bytes(marker_uri(output, u.id))) for u in units]
     counts = {key: sum(m[key] for m in markers) for key in ("rows_in", "rows_out", "ok", "error", "tokens", *FLAGS)}
     done_now = {key: sum(r[key] for r in records) for key in ("rows_in", "tokens")}
+    # Past start-up (Ray workers, model loading): the rate between the first and last unit done.
+    finished = sorted(records, key=lambda r: r["done_at"])
+    steady_seconds = finished[-1]["done_at"] - finished[0]["done_at"] if len(finished) > 1 else 0.0
+    steady_rows = sum(r["rows_in"] for r in finished[1:])
     return {
         "task": identity["task"], "model_id": identity["model_id"], "generation": identity["generation"],
         "input": identity["input"], "units": len(units), "units_this_run": len(records),
         **counts,
         "throughput": {"seconds": round(seconds, 3), "rows_per_s": round(done_now["rows_in"] / max(seconds, 1e-9), 2),
-                       "tokens_per_s": round(done_now["tokens"] / max(seconds, 1e-9), 2)},
+                       "tokens_per_s": round(done_now["tokens"] / max(seconds, 1e-9), 2),
+                       "rows_per_s_after_first_unit": round(steady_rows / steady_seconds, 2) if steady_seconds else None,
+                       "worker_peak_rss_mb": max((r["peak_rss_mb"] for r in records), default=0.0)},
     }
 
 

@@ -85,6 +85,8 @@ def _parquet_rows(storage: Storage, unit: Unit, columns: Columns) -> UnitRows:
     wanted = [c for c in (columns.text, columns.id) if c is not None]
     with storage.open_read(unit.uri) as handle:
         table = pq.ParquetFile(handle).read_row_groups(list(unit.row_groups), columns=list(dict.fromkeys(wanted)))
+    if unit.row_range is not None:
+        table = table.slice(unit.row_range[0], unit.row_range[1] - unit.row_range[0])
     texts = table.column(columns.text).to_pylist()  # binary columns stay bytes: UTF-8 is checked per row
     ids = table.column(columns.id).to_pylist() if columns.id else [None] * len(texts)
     rows = UnitRows()

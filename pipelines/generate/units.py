@@ -52,6 +52,8 @@ class Unit:
     length: int | None = None
     """Line formats: the byte range [offset, offset + length) whose lines this unit owns; None: all."""
     row_groups: tuple[int, ...] = ()
+    row_range: tuple[int, int] | None = None
+    """Parquet: only rows [start, stop) of the (single) row group; None: all its rows."""
     first_row: int = 0
     """Parquet: the file-level number of the unit's first row."""
     weight: int = 0
@@ -103,15 +105,27 @@ def _parquet_units(storage: Storage, entry: FileEntry, name: str, columns: Colum
             raise InputError(entry.uri, f"has no column '{column}' (columns: {', '.join(names)})")
     units, group, size, first_row, rows = [], [], 0, 0, 0
     for i in range(meta.num_row_groups):
+        group_rows, group_bytes = meta.row_group(i).num_rows, meta.row_group(i).total_byte_size
+        if group_bytes > unit_bytes and group_rows > 1 and not group:  # one big group: row ranges of it
+            units += _row_ranges(entry, name, i, first_row, group_rows, group_bytes, unit_bytes)
+            first_row += group_rows
+            continue
         group.append(i)
-        size += meta.row_group(i).total_byte_size
-        rows += meta.row_group(i).num_rows
+        size, rows = size + group_bytes, rows + group_rows
         if size >= unit_bytes or i == meta.num_row_groups - 1:
             units.append(_unit(entry, name, "parquet", f"rg{group[0]}-{group[-1]}", row_groups=tuple(group),
                                first_row=first_row, weight=size))
-            first_row, group, size = first_row + rows, [], 0
-            rows = 0
+            first_row, group, size, rows = first_row + rows, [], 0, 0
     return units
+
+
+def _row_ranges(entry: FileEntry, name: str, group: int, first_row: int, rows: int, group_bytes: int,
+                unit_bytes: int) -> list[Unit]:
+    """Units of consecutive rows of one row group larger than a unit."""
+    per_unit = max(1, -(-rows * unit_bytes // group_bytes))  # rounded up: no sliver of a unit at the end
+    return [_unit(entry, name, "parquet", f"rg{group}r{start}", row_groups=(group,), first_row=first_row + start,
+                  row_range=(start, min(rows, start + per_unit)), weight=group_bytes * min(per_unit, rows - start) // rows)
+            for start in range(0, rows, per_unit)]
 
 
 def _check_line_columns(storage: Storage, entry: FileEntry, fmt: str, columns: Columns) -> None:

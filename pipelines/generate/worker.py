@@ -104,7 +104,7 @@ class UnitWorker:
         return os.getpid()
 
     def process(self, unit: Unit) -> dict:
-        """Generate and commit one unit; returns its commit record plus this process's peak memory."""
+        """Generate and commit one unit; returns its commit record plus this actor's peak memory."""
         start = time.monotonic()
         spec = self.spec
         rows = read_unit(spec.storage, unit, spec.columns)
@@ -114,7 +114,8 @@ class UnitWorker:
         spec.storage.write_bytes(output_uri(spec.output, unit.id), _parquet(table))
         record = commit_record(unit, rows, results, time.monotonic() - start)
         spec.storage.write_bytes(marker_uri(spec.output, unit.id), json.dumps(record, sort_keys=True).encode())
-        return {**record, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        # Peak memory of this actor: model + one unit in flight, whatever the dataset's size.
+        return {**record, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
 def output_table(rows: UnitRows, results: dict[int, TextResult], model_id: str) -> pa.Table:

@@ -159,15 +159,18 @@ def unit_workers() -> list[psutil.Process]:
 
 @pytest.fixture(scope="module")
 def many_units(tmp_path_factory) -> tuple[Path, list[str]]:
-    """600 real sentences in 30 units of 20 rows, each taking a visible fraction of a second."""
+    """600 real sentences in one row group, cut into 30 row-range units of 20 rows (each
+    taking a visible fraction of a second); returns the folder and the ids."""
     folder = tmp_path_factory.mktemp("many")
     sentences = [source for source, _ in sample_pairs("train")[:600]]
-    pq.write_table(pa.table({"id": [f"s{i}" for i in range(600)], "source": sentences}), folder / "in.parquet",
-                   row_group_size=20)
+    pq.write_table(pa.table({"id": [f"s{i}" for i in range(600)], "source": sentences}), folder / "in.parquet")
+    group_bytes = pq.read_metadata(folder / "in.parquet").row_group(0).total_byte_size
+    SLOW[SLOW.index("--unit-mb") + 1] = f"{group_bytes / 30 / (1 << 20):.9f}"
     return folder, [f"s{i}" for i in range(600)]
 
 
-SLOW = ["--id-column", "id", "--unit-mb", "0.000001", "--workers", "2", "max_len_a=0", "max_len_b=30", "beam_size=4"]
+SLOW = ["--id-column", "id", "--unit-mb", "set by many_units", "--workers", "2", "max_len_a=0", "max_len_b=30",
+        "beam_size=4"]
 
 
 def test_a_killed_actor_is_restarted_and_its_unit_retried(tiny_package, many_units, tmp_path):
@@ -215,3 +218,41 @@ def test_a_killed_driver_is_finished_by_running_the_same_command(tiny_package, m
     assert sorted(r["id"] for r in output_rows(str(output))) == sorted(many_units[1])
     summary = success(str(output))
     assert summary["rows_in"] == summary["rows_out"] == 600 and summary["units_this_run"] == 30 - committed
+
+
+def long_documents(path: Path, rows: int) -> float:
+    """`rows` JSONL documents of about 100 KB of real text each; returns the file's size in MB."""
+    text = " ".join(source for source, _ in sample_pairs("train"))[:100_000]
+    with open(path, "w", encoding="utf-8") as out:
+        for i in range(rows):
+            out.write(json.dumps({"id": f"d{i}", "source": f"{i} {text}"}) + "\n")
+    return path.stat().st_size / (1 << 20)
+
+
+SUMMARIZE_LONG = ["--id-column", "id", "--unit-mb", "4", "--workers", "2", "max_source_tokens=16", "max_len_a=0",
+                  "max_len_b=2"]
+
+
+def test_memory_stays_bounded_on_a_dataset_larger_than_the_object_store(tiny_package, tmp_path):
+    """115 MB of documents through a Ray whose object store has 80 MB: actors read their units
+    from storage and write their outputs themselves, so rows never pass through the object
+    store, and an actor's peak memory depends on the unit size (4 MB), not on the dataset's:
+    the same as for a dataset 4 times smaller."""
+    from prefect.settings import PREFECT_API_URL
+
+    small_mb = long_documents(tmp_path / "small.jsonl", 300)
+    assert cli.main(["summarize", "--model", str(tiny_package), "--input", str(tmp_path / "small.jsonl"),
+                     "--output", str(tmp_path / "small-out"), *SUMMARIZE_LONG]) == 0
+    small = success(str(tmp_path / "small-out"))["throughput"]["worker_peak_rss_mb"]
+    large_mb = long_documents(tmp_path / "large.jsonl", 1200)
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(REPO),
+           "S2S_LOCAL_RAY_CPUS": "2", "S2S_LOCAL_RAY_OBJECT_STORE_MB": "80"}
+    done = subprocess.run([sys.executable, "-m", "pipelines.cli", "summarize", "--model", str(tiny_package),
+                           "--input", str(tmp_path / "large.jsonl"), "--output", str(tmp_path / "out"),
+                           *SUMMARIZE_LONG], cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = success(str(tmp_path / "out"))
+    assert large_mb > 80 > small_mb and summary["rows_out"] == 1200 and summary["truncated"] == 1200
+    assert summary["units"] >= 28
+    large = summary["throughput"]["worker_peak_rss_mb"]
+    assert large < small + (large_mb - small_mb) / 4, (small, large)
