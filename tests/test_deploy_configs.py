@@ -6,11 +6,14 @@ import pytest
 
 from s2s_core.config import build, load_yaml
 from s2s_core.data.config import PrepareConfig
+from s2s_core.generation import GenerationConfig
 from s2s_core.training.config import resolve
 from tests.conftest import REPO
 
 # file name -> the function that validates it (raises ConfigError listing every problem)
-VALIDATORS = {"prepare.yaml": lambda data: build(PrepareConfig, data), "train.yaml": resolve}
+VALIDATORS = {"prepare.yaml": lambda data: build(PrepareConfig, data), "train.yaml": resolve,
+              "translate.yaml": lambda data: build(GenerationConfig, data),
+              "summarize.yaml": lambda data: build(GenerationConfig, data)}
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "deploy").rglob("*.yaml")), ids=lambda p: p.name)
