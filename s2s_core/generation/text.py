@@ -20,6 +20,10 @@ from s2s_core.tokenizer import EOS_ID, PAD_ID
 LSTM_SOURCE_LIMIT = 1024
 """Longest source for models without a position table (LSTM): memory grows with it, not correctness."""
 
+MAX_PIECE_CHARS = 16
+"""SentencePiece's default `max_sentencepiece_length`: no piece covers more characters (bar
+collapsed whitespace), so N tokens never need more than N * 16 characters of text."""
+
 _SENTENCE_END = re.compile(r"(?<=[.!?…;:。！？])\s+")
 
 
@@ -78,7 +82,12 @@ class TextGenerator:
         """Tokenized pieces (EOS appended) and each input's flags."""
         tokenizer = self.package.source_tokenizer
         pieces, flags = [], []
-        for index, (text, ids) in enumerate(zip(texts, tokenizer.encode_batch(list(texts)))):
+        # Truncation never needs more than the limit's worth of characters: cutting first keeps a
+        # 1 MB document from becoming a 250k-id list (memory of bulk jobs stays per unit, small).
+        cut = self.source_limit * MAX_PIECE_CHARS if self.long_inputs == "truncate" else None
+        for index, (text, ids) in enumerate(zip(texts, tokenizer.encode_batch([t[:cut] for t in texts]))):
+            if cut is not None and len(text) > cut and len(ids) + 1 <= self.source_limit:
+                ids = tokenizer.encode(text)  # rare: whitespace runs collapsed, the cut may have lost text that fits
             if not text.strip():
                 flags.append({"empty": True})
             elif len(ids) + 1 <= self.source_limit:
