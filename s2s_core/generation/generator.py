@@ -16,6 +16,7 @@ from s2s_core.generation.config import GenerationConfig
 from s2s_core.generation.penalties import (
     apply_length_bounds,
     block_repeated_ngrams,
+    end_stuck_candidates,
     end_when_stuck,
     filter_for_sampling,
     forbid_specials,
@@ -23,6 +24,10 @@ from s2s_core.generation.penalties import (
 )
 from s2s_core.generation.search import beam_step, sample_step
 from s2s_core.tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+
+VOCAB_ROWS = 32
+"""Rows projected onto the vocabulary at a time: (32, 32k) fp32 logits are 4 MB, cache-sized."""
 
 
 @dataclass(frozen=True)
@@ -80,31 +85,47 @@ class Generator:
         sampler = torch.Generator(device=src.device).manual_seed(config.seed) if config.sampling else None
         step = 0
         while batch.sentence.numel():
-            log_probs = self._next_log_probs(prev, state, batch, step)  # (R, V)
-            prev = self._advance(log_probs, state, batch, step, sampler)
+            candidates, tokens = self._next_candidates(prev, state, batch, step, sampler)  # (R, C) each
+            prev = self._advance(candidates, tokens, state, batch, step)
             step += 1
         return [sorted(hyps, key=lambda h: -h.score)[: config.nbest] for hyps in batch.finished]
 
-    def _next_log_probs(self, prev: Tensor, state, batch: _Batch, step: int) -> Tensor:
-        """(R,) previous tokens -> (R, V) constrained log-probabilities of the next token."""
-        logits = self.model.decode_step(prev, state)
-        log_probs = forbid_specials(torch.log_softmax(logits.float(), dim=-1))
-        eos = log_probs[:, EOS_ID].clone()  # (R,)
+    def _next_candidates(self, prev: Tensor, state, batch: _Batch, step: int, sampler) -> tuple[Tensor, Tensor]:
+        """(R,) previous tokens -> the next token's candidates: log P (R, C) and ids (R, C), after
+        every constraint. Search needs only each row's best 2K tokens (C = 2K); sampling draws
+        one token (C = 1). Rows are projected and scored a slice at a time, so the (R, V)
+        logits never exist at once: big allocations are slow (fresh pages) and leave the cache."""
+        hidden = self.model.decode_hidden(prev, state)  # (R, D)
         row_limits = batch.limits.repeat_interleave(self.beams)
-        log_probs = apply_length_bounds(log_probs, step, row_limits, self.config.min_length)
-        log_probs = block_repeated_ngrams(log_probs, batch.history, self.config.no_repeat_ngram_size)
-        return end_when_stuck(log_probs, eos)
+        parts = [self._slice_candidates(hidden[start:start + VOCAB_ROWS], row_limits[start:start + VOCAB_ROWS],
+                                        batch.history[start:start + VOCAB_ROWS], step, sampler)
+                 for start in range(0, hidden.shape[0], VOCAB_ROWS)]
+        return torch.cat([values for values, _ in parts]), torch.cat([tokens for _, tokens in parts])
 
-    def _advance(self, log_probs: Tensor, state, batch: _Batch, step: int, sampler) -> Tensor:
-        """Choose the next tokens, record ended hypotheses, drop finished sentences; returns the
-        (R',) tokens fed to the next step."""
-        beams, vocab = self.beams, log_probs.shape[1]
+    def _slice_candidates(self, hidden: Tensor, limits: Tensor, history: Tensor, step: int,
+                          sampler) -> tuple[Tensor, Tensor]:
+        """`_next_candidates` for a slice of rows: hidden (r, D), limits (r,), history (r, t)."""
+        logits = self.model.project(hidden).float()  # (r, V)
+        normalizer = torch.logsumexp(logits, dim=1, keepdim=True)  # (r, 1): log P = logit - normalizer
+        logits = forbid_specials(logits)  # constraints set -inf on logits exactly as on log-probs
+        eos = logits[:, EOS_ID] - normalizer[:, 0]  # (r,) unconstrained EOS log P
+        logits = apply_length_bounds(logits, step, limits, self.config.min_length)
+        logits = block_repeated_ngrams(logits, history, self.config.no_repeat_ngram_size)
         if sampler is not None:
+            log_probs = end_when_stuck(logits - normalizer, eos)
             sampling = filter_for_sampling(log_probs, self.config.temperature, self.config.top_k, self.config.top_p)
             tokens, token_log_probs = sample_step(log_probs, sampling, sampler)
-            log_probs = torch.full_like(log_probs, float("-inf")).scatter_(
-                1, tokens[:, None], token_log_probs[:, None])  # the sampled token is the only candidate
-        outcome = beam_step(batch.scores, log_probs.view(-1, beams, vocab))
+            return token_log_probs[:, None], tokens[:, None]
+        values, tokens = logits.topk(min(2 * self.beams, logits.shape[1]), dim=1)  # (r, 2K)
+        values = values - normalizer
+        end_stuck_candidates(values, tokens, eos)
+        return values, tokens
+
+    def _advance(self, candidates: Tensor, tokens: Tensor, state, batch: _Batch, step: int) -> Tensor:
+        """Choose the next tokens among the (R, C) candidates, record ended hypotheses, drop
+        finished sentences; returns the (R',) tokens fed to the next step."""
+        beams, width = self.beams, candidates.shape[1]
+        outcome = beam_step(batch.scores, candidates.view(-1, beams, width), tokens.view(-1, beams, width))
         self._record_ended(batch, outcome.ended_scores, outcome.ended_beams, step)
         done = (batch.limits <= step) | (outcome.live_scores[:, 0] == float("-inf"))
         done |= torch.tensor([len(batch.finished[i]) >= beams for i in batch.sentence.tolist()],

@@ -64,6 +64,15 @@ def end_when_stuck(log_probs: Tensor, eos_log_probs: Tensor) -> Tensor:
     return log_probs
 
 
+def end_stuck_candidates(values: Tensor, tokens: Tensor, eos_log_probs: Tensor) -> None:
+    """`end_when_stuck` on each row's best candidates, in place: values/tokens (R, C) sorted
+    best first, so a row is stuck exactly when its first candidate is -inf."""
+    stuck = values[:, 0] == NEG_INF  # (R,)
+    if bool(stuck.any()):
+        values[stuck, 0] = eos_log_probs[stuck]
+        tokens[stuck, 0] = EOS_ID
+
+
 def length_normalizer(lengths: Tensor | int, alpha: float) -> Tensor | float:
     """GNMT length penalty ((5 + length) / 6) ** alpha; length counts generated tokens with EOS."""
     if alpha == 0:

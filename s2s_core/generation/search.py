@@ -31,18 +31,21 @@ class BeamStep:
     """(N, K) long: the beam each ended hypothesis extends."""
 
 
-def beam_step(scores: Tensor, log_probs: Tensor) -> BeamStep:
-    """scores (N, K) cumulative log P of the live beams (-inf: empty beam), log_probs (N, K, V).
+def beam_step(scores: Tensor, log_probs: Tensor, tokens: Tensor | None = None) -> BeamStep:
+    """scores (N, K) cumulative log P of the live beams (-inf: empty beam), log_probs (N, K, C)
+    of C candidate next tokens per beam: the whole vocabulary (C = V, `tokens` None) or the
+    token ids `tokens` (N, K, C), e.g. each beam's best 2K (enough: see below).
 
     The best 2K extensions of each sentence are ranked; those among the first K that end
     with EOS are finished hypotheses, and the first K that do not end continue (fairseq's
     rule: looking at 2K candidates keeps K live beams even when K of them end here).
     """
-    sentences, beams, vocab = log_probs.shape
-    candidates = (scores[:, :, None] + log_probs).view(sentences, beams * vocab)  # (N, K*V)
-    width = min(2 * beams, beams * vocab)
+    sentences, beams, width_per_beam = log_probs.shape
+    candidates = (scores[:, :, None] + log_probs).view(sentences, beams * width_per_beam)  # (N, K*C)
+    width = min(2 * beams, beams * width_per_beam)
     top_scores, top_index = candidates.topk(width, dim=1)  # (N, 2K), best first
-    top_beams, top_tokens = top_index // vocab, top_index % vocab
+    top_beams = top_index // width_per_beam
+    top_tokens = top_index % width_per_beam if tokens is None else tokens.view(sentences, -1).gather(1, top_index)
     valid = top_scores > NEG_INF
     ends = top_tokens == EOS_ID
     rank = torch.arange(width, device=scores.device).expand(sentences, width)

@@ -14,6 +14,7 @@ import torch
 
 from s2s_core.generation.config import GenerationConfig
 from s2s_core.generation.generator import Generator, Hypothesis
+from s2s_core.models.inference import pack_for_cpu_inference
 from s2s_core.package import ModelPackage
 from s2s_core.tokenizer import EOS_ID, PAD_ID
 
@@ -63,6 +64,7 @@ class TextGenerator:
 
     def __init__(self, package: ModelPackage, config: GenerationConfig) -> None:
         self.package, self.config = package, config
+        pack_for_cpu_inference(package.model)  # oneDNN kernels on the CPU: the package model is inference-only
         model_limit = getattr(package.config, "max_positions", LSTM_SOURCE_LIMIT)
         self.source_limit = min(config.max_source_tokens or model_limit, model_limit)
         # A target needs BOS plus its tokens inside the position table too.

@@ -98,6 +98,8 @@ class LSTMModel(nn.Module):
             if layer is not None:
                 init_linear(layer)
         self.dropout = nn.Dropout(config.dropout)
+        self.packed_projection: nn.Module | None = None
+        """Set only by `s2s_core.models.inference.pack_for_cpu_inference` (inference speed-up)."""
 
     def forward(self, src_tokens: Tensor, prev_tokens: Tensor, output_mask: Tensor | None = None) -> Tensor:
         """Teacher-forced logits: src (B, S), prev (B, T) -> (B, T, V); with a (B, T) bool
@@ -127,8 +129,13 @@ class LSTMModel(nn.Module):
         """(..., H) attentional outputs -> (..., V) logits."""
         if self.output_proj is not None:
             hidden = self.output_proj(hidden)
-        weight = self.target_embedding.weight if self.output_weight is None else self.output_weight
-        return F.linear(hidden, weight)
+        if self.packed_projection is not None:
+            return self.packed_projection(hidden)
+        return F.linear(hidden, self.output_matrix())
+
+    def output_matrix(self) -> Tensor:
+        """(V, E or H) output projection: the target embedding when tied."""
+        return self.target_embedding.weight if self.output_weight is None else self.output_weight
 
     def init_state(self, encoder_out: LSTMEncoderOutput) -> LSTMDecoderState:
         """Decoder states from the bridged final encoder states; attention keys computed once here."""
@@ -142,7 +149,11 @@ class LSTMModel(nn.Module):
 
     def decode_step(self, prev_token: Tensor, state: LSTMDecoderState) -> Tensor:
         """(B,) previous token ids -> (B, V) logits of the next token; updates `state` in place."""
-        return self.project(self._step(self.dropout(self.target_embedding(prev_token)), state))
+        return self.project(self.decode_hidden(prev_token, state))
+
+    def decode_hidden(self, prev_token: Tensor, state: LSTMDecoderState) -> Tensor:
+        """`decode_step` before the vocabulary projection: (B,) -> (B, H); updates `state`."""
+        return self._step(self.dropout(self.target_embedding(prev_token)), state)
 
     @property
     def target_embedding(self) -> nn.Embedding:

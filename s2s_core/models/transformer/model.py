@@ -75,6 +75,8 @@ class TransformerModel(nn.Module):
         self.encoder_norm = nn.LayerNorm(dim) if pre_norm else nn.Identity()
         self.decoder_norm = nn.LayerNorm(dim) if pre_norm else nn.Identity()
         self.dropout = nn.Dropout(config.dropout)
+        self.packed_projection: nn.Module | None = None
+        """Set only by `s2s_core.models.inference.pack_for_cpu_inference` (inference speed-up)."""
         self.embed_scale = math.sqrt(dim) if config.scale_embeddings else 1.0
         self.positions: Tensor
         self.register_buffer("positions", sinusoidal_positions(config.max_positions, dim), persistent=False)
@@ -104,8 +106,13 @@ class TransformerModel(nn.Module):
 
     def project(self, hidden: Tensor) -> Tensor:
         """(..., D) decoder output -> (..., V) logits."""
-        weight = self.target_embedding.weight if self.output_weight is None else self.output_weight
-        return F.linear(hidden, weight)
+        if self.packed_projection is not None:
+            return self.packed_projection(hidden)
+        return F.linear(hidden, self.output_matrix())
+
+    def output_matrix(self) -> Tensor:
+        """(V, D) output projection: the target embedding when tied."""
+        return self.target_embedding.weight if self.output_weight is None else self.output_weight
 
     def init_state(self, encoder_out: EncoderOutput) -> TransformerDecoderState:
         """A fresh state: empty self-attention caches, cross-attention K/V computed once here."""
@@ -114,11 +121,15 @@ class TransformerModel(nn.Module):
 
     def decode_step(self, prev_token: Tensor, state: TransformerDecoderState) -> Tensor:
         """(B,) previous token ids -> (B, V) logits of the next token; updates `state` in place."""
+        return self.project(self.decode_hidden(prev_token, state))
+
+    def decode_hidden(self, prev_token: Tensor, state: TransformerDecoderState) -> Tensor:
+        """`decode_step` before the vocabulary projection: (B,) -> (B, D); updates `state`."""
         x = self._embed(self.target_embedding, prev_token[:, None], offset=state.step)
         for layer, cache in zip(self.decoder_layers, state.layers):
             x = layer.step(x, cache, state.memory_mask)
         state.step += 1
-        return self.project(self.decoder_norm(x[:, 0]))
+        return self.decoder_norm(x[:, 0])
 
     @property
     def target_embedding(self) -> nn.Embedding:

@@ -48,6 +48,12 @@ class FullRedecoder(nn.Module):
         state.prefix = torch.cat([state.prefix, prev[:, None]], dim=1)
         return self.model(state.src, state.prefix)[:, -1]
 
+    def decode_hidden(self, prev: Tensor, state: PrefixState) -> Tensor:
+        return self.decode_step(prev, state)  # the "hidden state" is the logits themselves...
+
+    def project(self, hidden: Tensor) -> Tensor:
+        return hidden  # ... so the projection is the identity
+
 
 SOURCES = [[4, 5, 6], [7, 8, 9, 10, 11, 4, 5, 6], [9], [6, 7, 8, 9, 10], [11, 10, 9, 8, 7, 6, 5, 4, 1, 4, 5]]
 
