@@ -117,7 +117,7 @@ def _generate_parser(sub: argparse._SubParsersAction, name: str, what: str) -> N
 
 
 def _run_generate(args: argparse.Namespace, settings: settings_module.Settings) -> int:
-    from pipelines.generate.flow import resolve_generation
+    from pipelines.generate.worker import resolve_generation
 
     config = resolve_generation(args.config, args.overrides)
     if args.input is None:

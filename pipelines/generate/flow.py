@@ -17,10 +17,9 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pipelines import ray_runtime
 from pipelines.generate import job
 from pipelines.generate.units import Columns, Unit, plan_units
-from pipelines.generate.worker import FLAGS, JobSpec, output_uri, package_id
+from pipelines.generate.worker import FLAGS, JobSpec, output_uri, package_id, resolve_generation
 from pipelines.settings import load_settings
 from pipelines.storage import Storage, absolute, basename
-from s2s_core.config import build, load_yaml, merge, parse_overrides
 from s2s_core.generation import GenerationConfig
 
 EXAMPLES = 5
@@ -31,12 +30,6 @@ class PlannedJob:
     spec: JobSpec
     units: list[Unit]
     identity: dict
-
-
-def resolve_generation(config_file: str | None, overrides: list[str]) -> GenerationConfig:
-    """Defaults <- YAML file <- key=value overrides, checked once."""
-    data = load_yaml(config_file) if config_file else {}
-    return build(GenerationConfig, merge(data, parse_overrides(overrides)))
 
 
 def plan_job(storage: Storage, task_name: str, model: str, input_uri: str, output: str, columns: Columns,

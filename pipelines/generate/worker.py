@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from pipelines.generate.rows import UnitRows, read_unit
 from pipelines.generate.units import Columns, Unit
 from pipelines.storage import NotFound, Storage, is_s3, join
+from s2s_core.config import build, load_yaml, merge, parse_overrides
 from s2s_core.errors import CheckpointError
 from s2s_core.generation import GenerationConfig, Summarizer, TextResult, Translator
 
@@ -51,6 +52,12 @@ class JobSpec:
     output: str
     device: str = "cpu"
     threads: int = 1
+
+
+def resolve_generation(config_file: str | None, overrides: list[str]) -> GenerationConfig:
+    """Decoding options: defaults <- YAML file <- key=value overrides, checked once."""
+    data = load_yaml(config_file) if config_file else {}
+    return build(GenerationConfig, merge(data, parse_overrides(overrides)))
 
 
 def output_uri(output: str, unit_id: str) -> str:

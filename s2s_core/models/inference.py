@@ -16,8 +16,9 @@ from torch import Tensor, nn
 
 
 class PackedLinear(nn.Module):
-    """y = x W^T + b with W packed for oneDNN; (..., in) -> (..., out). Holds no parameters, so
-    the model's state dict is unchanged."""
+    """y = x W^T + b with W packed for oneDNN; (..., in) -> (..., out). Holds no parameters (the
+    plain weight is released to save memory), so a packed model's state dict lacks its Linear
+    weights: never save one."""
 
     def __init__(self, weight: Tensor, bias: Tensor | None) -> None:
         super().__init__()
