@@ -1,13 +1,18 @@
 """Connecting to Ray: an existing cluster by address, or a local Ray started on demand.
 
-Ray 2.60 turns token authentication on by default; a local Ray generates its token and a
-remote cluster's token comes from Ray's own settings (`RAY_AUTH_TOKEN` or the token file),
-so nothing here handles secrets. Ray Client (`ray://`) is avoided: flaky here.
+Token authentication (Ray 2.60): a local Ray started here turns it on and writes its token to
+`~/.ray/auth_token` if none exists. A driver connecting BY ADDRESS sends a token only when
+`RAY_AUTH_MODE=token` is set in its environment (Ray never turns it on for an explicit address);
+the token then comes from `RAY_AUTH_TOKEN`, else the file named by `RAY_AUTH_TOKEN_PATH`, else
+`~/.ray/auth_token`. Ray reads these itself, so nothing here handles the secret; a refused or
+missing token becomes one `ClusterError` line saying where the token goes (never its value).
+Ray Client (`ray://`) is avoided: flaky here.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import ray
@@ -37,19 +42,80 @@ def ensure_ray(settings: Settings) -> None:
             ray.init(num_cpus=settings.local_ray_cpus, include_dashboard=False,
                      object_store_memory=store * (1 << 20) if store else None,
                      logging_level=logging.WARNING, log_to_driver=False)
-    except ConnectionError as err:
-        raise ClusterError(f"cannot reach the Ray cluster at {address}: {str(err).splitlines()[0]}") from None
+    except ray.exceptions.AuthenticationError as err:
+        # Raised before connecting: token mode is on but no token was found (or an unreadable
+        # RAY_AUTH_TOKEN_PATH); Ray's own text says which, without the secret.
+        raise ClusterError(f"{err.message}: provide the cluster's token ({TOKEN_SOURCES})") from None
+    except (ConnectionError, RuntimeError) as err:
+        if _token_refused(err):
+            raise ClusterError(_refused_message(address)) from None
+        if isinstance(err, ConnectionError):
+            raise ClusterError(f"cannot reach the Ray cluster at {address}: {str(err).splitlines()[0]}") from None
+        raise
 
 
-def check_resources(workers: int, cpus_per_worker: float, gpus_per_worker: float) -> None:
-    """Say now, instead of waiting forever, when the cluster cannot place the workers."""
-    total = ray.cluster_resources()
+TOKEN_SOURCES = "RAY_AUTH_TOKEN, a file named by RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token"
+
+
+def _token_refused(error: BaseException | None) -> bool:
+    """Whether the cluster refused this process's token (or its lack of one). Ray retries for
+    about 20 s, then raises a bare ConnectionError whose cause holds the reason as text."""
+    for _ in range(4):
+        if error is None:
+            return False
+        if "InvalidAuthToken" in str(error):
+            return True
+        error = error.__cause__
+    return False
+
+
+def _refused_message(address: str | None) -> str:
+    """How to give this process the cluster's token (its value is never printed)."""
+    if not _token_mode_on():
+        return (f"the Ray cluster at {address} requires token authentication: set RAY_AUTH_MODE=token "
+                f"and provide the cluster's token ({TOKEN_SOURCES})")
+    return (f"the Ray cluster at {address} refused this process's authentication token: provide the "
+            f"cluster's token ({TOKEN_SOURCES})")
+
+
+def _token_mode_on() -> bool:
+    # Ray's own reading of RAY_AUTH_MODE, so that this module reads no environment variable.
+    from ray._raylet import AuthenticationMode, get_authentication_mode
+    return get_authentication_mode() == AuthenticationMode.TOKEN
+
+
+def check_resources(workers: int, cpus_per_worker: float, gpus_per_worker: float, scale_wait_s: float = 0) -> None:
+    """Say now, instead of waiting forever, when the cluster cannot place the workers.
+
+    On an autoscaling cluster (`scale_wait_s` > 0) the missing resources are first requested
+    from the autoscaler, which has that long to add the nodes.
+    """
     need = {"CPU": workers * cpus_per_worker, "GPU": workers * gpus_per_worker}
+    short = _shortfall(need)
+    if short and scale_wait_s > 0:
+        from ray.autoscaler.sdk import request_resources
+
+        request_resources(bundles=[{"CPU": cpus_per_worker, "GPU": gpus_per_worker} if gpus_per_worker
+                                   else {"CPU": cpus_per_worker}] * workers)
+        deadline = time.monotonic() + scale_wait_s
+        while short and time.monotonic() < deadline:
+            time.sleep(5)
+            short = _shortfall(need)
+    if short:
+        resource, has = short
+        waited = f" after waiting {scale_wait_s:g} s for the autoscaler" if scale_wait_s > 0 else ""
+        raise ClusterError(
+            f"{workers} workers x {need[resource] / workers:g} {resource} need {need[resource]:g} {resource}, "
+            f"but the Ray cluster has {has:g}{waited}: lower --workers or add nodes")
+
+
+def _shortfall(need: dict[str, float]) -> tuple[str, float] | None:
+    """(resource, what the cluster has) for the first resource it has too little of, else None."""
+    total = ray.cluster_resources()
     for resource, amount in need.items():
         if amount > total.get(resource, 0):
-            raise ClusterError(
-                f"{workers} workers x {need[resource] / workers:g} {resource} need {amount:g} {resource}, "
-                f"but the Ray cluster has {total.get(resource, 0):g}: lower --workers or add nodes")
+            return resource, float(total.get(resource, 0))
+    return None
 
 
 def cluster_cpus() -> float:

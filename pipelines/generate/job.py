@@ -3,7 +3,7 @@
 Output layout (local directory or s3:// prefix):
     _job.json                 what this output holds: task, model id, options, input, columns, units
     <unit id>.parquet         one per unit: id, source, output, score, tokens, flags, error, model_id
-    _commits/<unit id>.json   written after its part: the unit is done, with its counts
+    _commits/<unit id>.json   written after its part: the unit is done, with its counts and Ray node id
     _SUCCESS                  written last: totals over every unit, options, throughput
 """
 
@@ -13,7 +13,7 @@ import hashlib
 import json
 import sys
 import time
-from collections import deque
+from collections import Counter, deque
 from typing import TextIO
 
 import ray
@@ -28,7 +28,10 @@ from s2s_core.errors import OutputError
 
 JOB_FILE, SUCCESS, COMMITS = "_job.json", "_SUCCESS", "_commits"
 IN_FLIGHT_PER_WORKER = 2  # one running, one queued: the actor never waits for the driver
-ACTOR_RESTARTS = 3  # a killed actor process is restarted and its unfinished unit retried
+ACTOR_RESTARTS = 3  # Ray restarts a dead actor process this often, on any node with room
+UNIT_ATTEMPTS = 4  # a unit whose worker died this often is likely what kills it: stop
+NO_WORKER_GRACE_S = 300.0  # no live worker for this long: the cluster cannot place one, stop
+PING_EVERY_S = 2.0  # how often a restarting actor is asked whether it is back
 
 
 def job_identity(spec: JobSpec, input_uri: str, units: list[Unit], unit_mb: float) -> dict:
@@ -84,34 +87,161 @@ def run_pool(spec: JobSpec, units: list[Unit], workers: int, cpus_per_worker: fl
              stream: TextIO = sys.stderr) -> list[dict]:
     """Process `units` on `workers` actors; returns their commit records (plus peak memory).
 
-    Actors are restarted by Ray when their process dies, and the unit they held is retried
-    (`max_task_retries`), so one killed worker does not fail the job.
+    Raises:
+        ClusterError: when a unit's worker died UNIT_ATTEMPTS times, every worker is gone for
+            good, or no worker could be placed for NO_WORKER_GRACE_S.
     """
+    # Ray restarts a dead actor process, but does not retry its units (max_task_retries=0): the
+    # restart may never be placed (its node is gone, the other nodes are full), and a retry bound
+    # to that actor would wait for it forever. The pool re-queues them for any live actor instead.
     actor_class = ray.remote(UnitWorker).options(
-        num_cpus=cpus_per_worker, num_gpus=gpus_per_worker,
-        max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS)
+        num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=ACTOR_RESTARTS, max_task_retries=0)
     actors = [actor_class.remote(spec) for _ in range(min(workers, len(units)))]
     progress = Progress(spec.task, total=sum(u.weight for u in units) or 1, stream=stream)
-    pending, in_flight, records = deque(units), {}, []
+    pool = _Pool(actors, units, stream)
     try:
-        for actor in actors * IN_FLIGHT_PER_WORKER:
-            if pending:
-                unit = pending.popleft()
-                in_flight[actor.process.remote(unit)] = (actor, unit)
-        while in_flight:
-            (ref,), _ = ray.wait(list(in_flight), num_returns=1)
-            actor, unit = in_flight.pop(ref)
-            record = {**ray_runtime.get(ref), "done_at": time.monotonic()}
-            records.append(record)
-            progress.update(unit.weight, units=1, rows=record["rows_in"], tokens=record["tokens"])
-            if pending:
-                following = pending.popleft()
-                in_flight[actor.process.remote(following)] = (actor, following)
+        while pool.pending or pool.units:
+            pool.ping_due()
+            pool.fill()
+            pool.check_alive()
+            for ref in pool.wait():
+                unit, record = pool.finish(ref)
+                if record is not None:
+                    progress.update(unit.weight, units=1, rows=record["rows_in"], tokens=record["tokens"])
     finally:
         for actor in actors:
             ray.kill(actor)
     progress.finish()
-    return records
+    return list(pool.records.values())
+
+
+class _Pool:
+    """Which actors may take work, what each holds, what is left. Actors are named by index.
+
+    An actor takes units only after answering a ping: at start (so that a worker counts as
+    alive once its model is loaded), and after one of its units failed because it died (so
+    that it rejoins once Ray has restarted it, wherever that was).
+    """
+
+    def __init__(self, actors: list, units: list[Unit], stream: TextIO) -> None:
+        self.actors, self.stream = actors, stream
+        self.pending: deque[Unit] = deque(units)
+        self.units: dict[ray.ObjectRef, tuple[int, Unit]] = {}  # in flight: ref -> (actor, unit)
+        self.pings: dict[ray.ObjectRef, int] = {}  # ref -> actor
+        self.ping_at = {index: 0.0 for index in range(len(actors))}  # actors waiting for a ping
+        self.ready: set[int] = set()
+        self.suspended: set[int] = set()  # lost while working, not yet back
+        self.lost: set[int] = set()  # dead for good (restarts exhausted)
+        self.attempts: Counter[str] = Counter()
+        # By unit id: a unit whose actor was unreachable may have finished there too; it counts once.
+        self.records: dict[str, dict] = {}
+        self.alive_at = time.monotonic()
+
+    def ping_due(self) -> None:
+        now = time.monotonic()
+        for index, when in list(self.ping_at.items()):
+            if when <= now:
+                del self.ping_at[index]
+                self.pings[self.actors[index].ping.remote()] = index
+
+    def fill(self) -> None:
+        """Give every ready actor work up to IN_FLIGHT_PER_WORKER units."""
+        load = Counter(index for index, _ in self.units.values())
+        for index in sorted(self.ready):
+            while self.pending and load[index] < IN_FLIGHT_PER_WORKER:
+                unit = self.pending.popleft()
+                self.units[self.actors[index].process.remote(unit)] = (index, unit)
+                load[index] += 1
+
+    def check_alive(self) -> None:
+        if self.ready:
+            self.alive_at = time.monotonic()
+        elif time.monotonic() - self.alive_at > NO_WORKER_GRACE_S:
+            raise ray_runtime.ClusterError(
+                f"no worker could be placed on the Ray cluster for {NO_WORKER_GRACE_S:.0f} s (nodes lost or "
+                "full); committed units are kept: run the same command again when the cluster has room")
+
+    def wait(self) -> list[ray.ObjectRef]:
+        """The next finished unit or ping, if any within PING_EVERY_S (then pings fall due)."""
+        refs = [*self.units, *self.pings]
+        if not refs:
+            time.sleep(PING_EVERY_S)
+            return []
+        done, _ = ray.wait(refs, num_returns=1, timeout=PING_EVERY_S)
+        return done
+
+    def finish(self, ref: ray.ObjectRef) -> tuple[Unit | None, dict | None]:
+        """Take in a finished ref; returns the unit and its record when it is newly committed."""
+        if ref in self.pings:
+            self._answered(self.pings.pop(ref), ref)
+            return None, None
+        index, unit = self.units.pop(ref)
+        try:
+            record = ray_runtime.get(ref)  # our own errors inside the unit propagate, unwrapped
+        except ray.exceptions.RayActorError as err:  # ActorDiedError, ActorUnavailableError
+            self._requeue(unit, err)
+            self._suspend(index)
+            return None, None
+        if unit.id in self.records:
+            return None, None
+        self.records[unit.id] = {**record, "done_at": time.monotonic()}
+        return unit, record
+
+    def _answered(self, index: int, ref: ray.ObjectRef) -> None:
+        try:
+            ray.get(ref)
+        except ray.exceptions.ActorDiedError as err:
+            self._lose(index, err)
+        except ray.exceptions.RayActorError:
+            # Unavailable: restarting, waiting for a node with room, or unreachable. Ask again later.
+            self.ping_at[index] = time.monotonic() + PING_EVERY_S
+        else:
+            if index in self.suspended:
+                self.suspended.discard(index)
+                self._say(f"worker {index} is back")
+            self.ready.add(index)
+
+    def _requeue(self, unit: Unit, err: Exception) -> None:
+        # At the front: it has waited longest.
+        self.attempts[unit.id] += 1
+        if self.attempts[unit.id] >= UNIT_ATTEMPTS:
+            raise ray_runtime.ClusterError(f"unit {unit.id}: its worker died {UNIT_ATTEMPTS} times while "
+                                           f"processing it (last: {_first_line(err)})")
+        self.pending.appendleft(unit)
+        self._say(f"unit {unit.id} back in the queue: its worker was lost ({type(err).__name__}; attempt "
+                  f"{self.attempts[unit.id]} of {UNIT_ATTEMPTS} failed)")
+
+    def _suspend(self, index: int) -> None:
+        """No more work for this actor until it answers a ping (at once: a plain process
+        restart takes seconds)."""
+        if index in self.ready:
+            self.ready.discard(index)
+            self.suspended.add(index)
+            self.ping_at[index] = 0.0
+
+    def _lose(self, index: int, err: ray.exceptions.ActorDiedError) -> None:
+        if err.actor_init_failed:  # the same for every worker: say why, once
+            raise ray_runtime.ClusterError(f"a worker failed to start: {_last_line(err)}")
+        self.lost.add(index)
+        self._say(f"worker {index} is gone for good: {_first_line(err)}")
+        if len(self.lost) == len(self.actors):
+            raise ray_runtime.ClusterError(f"every worker is gone for good (Ray restarts each at most "
+                                           f"{ACTOR_RESTARTS} times); last: {_first_line(err)}")
+
+    def _say(self, text: str) -> None:
+        # On a terminal the progress line has no newline yet: start a fresh line.
+        self.stream.write(("\n" if self.stream.isatty() else "") + text + "\n")
+        self.stream.flush()
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _last_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[-1] if lines else type(err).__name__
 
 
 def summarize(storage: Storage, output: str, identity: dict, units: list[Unit], records: list[dict],

@@ -98,17 +98,23 @@ class UnitWorker:
     """Actor body: one model in memory, one unit at a time."""
 
     def __init__(self, spec: JobSpec) -> None:
+        import ray  # here, not at the top: the quick `s2s translate --text` path imports this module
         import torch
 
         from s2s_core.package import load_package
 
         torch.set_num_threads(max(1, spec.threads))
         self.spec = spec
+        self.node_id = ray.get_runtime_context().get_node_id()
         package = load_package(local_package(spec.storage, spec.model), spec.device)
         self.text = TEXT_LAYERS[spec.task](package, spec.config)
 
     def pid(self) -> int:
         return os.getpid()
+
+    def ping(self) -> bool:
+        """Answers once the actor is up (model loaded): the driver's sign that it may take work."""
+        return True
 
     def process(self, unit: Unit) -> dict:
         """Generate and commit one unit; returns its commit record plus this actor's peak memory."""
@@ -119,7 +125,7 @@ class UnitWorker:
         results = self.text([rows.texts[i] for i in good])
         table = output_table(rows, dict(zip(good, results)), spec.model_id)
         spec.storage.write_bytes(output_uri(spec.output, unit.id), _parquet(table))
-        record = commit_record(unit, rows, results, time.monotonic() - start)
+        record = commit_record(unit, rows, results, time.monotonic() - start, self.node_id)
         spec.storage.write_bytes(marker_uri(spec.output, unit.id), json.dumps(record, sort_keys=True).encode())
         # Peak memory of this actor: model + one unit in flight, whatever the dataset's size.
         return {**record, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
@@ -142,13 +148,14 @@ def output_table(rows: UnitRows, results: dict[int, TextResult], model_id: str) 
     return pa.table(columns, schema=OUTPUT_SCHEMA)
 
 
-def commit_record(unit: Unit, rows: UnitRows, results: list[TextResult], seconds: float) -> dict:
-    """The commit marker's content: the unit's counts (they add up: rows_in = rows_out = ok + error)."""
+def commit_record(unit: Unit, rows: UnitRows, results: list[TextResult], seconds: float, node_id: str) -> dict:
+    """The commit marker's content: the unit's counts (they add up: rows_in = rows_out = ok + error)
+    and the Ray node that processed it."""
     errors = sum(e is not None for e in rows.errors)
     return {"unit": unit.id, "input": unit.uri, "rows_in": len(rows.ids), "rows_out": len(rows.ids),
             "ok": len(results), "error": errors, "tokens": sum(r.tokens for r in results),
             **{flag: sum(bool(getattr(r, flag)) for r in results) for flag in FLAGS},
-            "weight": unit.weight, "seconds": round(seconds, 3)}
+            "weight": unit.weight, "seconds": round(seconds, 3), "node_id": node_id}
 
 
 def _parquet(table: pa.Table) -> bytes:

@@ -281,3 +281,13 @@ def test_more_workers_than_the_cluster_can_place_fail_at_once(tiny_package, mixe
     code = translate(tiny_package, mixed_input[0], tmp_path / "out", "--workers", "3", *FAST)
     assert code == 6
     assert "3 workers x 1 CPU need 3 CPU, but the Ray cluster has 2" in capsys.readouterr().err
+
+
+def test_on_an_autoscaling_cluster_the_job_waits_for_nodes_then_says_so(tiny_package, mixed_input, tmp_path, capsys,
+                                                                         monkeypatch):
+    """With S2S_SCALE_WAIT_S the missing CPUs are requested from the autoscaler first; this test
+    Ray has none, so after the wait the job still fails in one line, saying it waited."""
+    monkeypatch.setenv("S2S_SCALE_WAIT_S", "1")
+    code = translate(tiny_package, mixed_input[0], tmp_path / "out", "--workers", "3", *FAST)
+    assert code == 6
+    assert "need 3 CPU, but the Ray cluster has 2 after waiting 1 s for the autoscaler" in capsys.readouterr().err
