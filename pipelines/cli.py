@@ -167,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     _train_parser(sub)
     _generate_parser(sub, "translate", "translate")
     _generate_parser(sub, "summarize", "summarize")
+    from pipelines.orchestrate.commands import add_parsers
+    add_parsers(sub)
+    for command in sub.choices.values():  # the global options also work after the command
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        command.add_argument("--ray-address", default=argparse.SUPPRESS, metavar="ADDR",
+                             help="existing Ray cluster (default: RAY_ADDRESS, else a local Ray)")
     return parser
 
 

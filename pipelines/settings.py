@@ -36,6 +36,18 @@ class Settings:
     """CPUs for a local Ray started on demand (None: all of this machine's)."""
     local_ray_object_store_mb: int | None = None
     """Object store of a local Ray started on demand (None: Ray's default share of memory)."""
+    state: str = "~/.s2s"
+    """Where orchestration keeps its records (submissions, the local Prefect server's database
+    and address): a local directory or an s3:// prefix shared by `serve`, `submit` and `status`."""
+    prefect_api_url: str | None = None
+    """PREFECT_API_URL: a Prefect server to use; None lets `serve` start a local one."""
+    io_retries: int = 2
+    """Retries of a flow's I/O and cluster-call tasks after a transient failure."""
+    io_retry_delay_s: float = 10.0
+    """Seconds between those retries."""
+    scale_wait_s: float = 0.0
+    """On an autoscaling Ray cluster: seconds to wait for the autoscaler to add the nodes a job
+    needs before saying it cannot be placed (0: say it at once)."""
     debug: bool = False
 
 
@@ -56,14 +68,26 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ray_address=env.get("S2S_RAY_ADDRESS") or env.get("RAY_ADDRESS") or None,
         local_ray_cpus=int(cpus) if cpus else None,
         local_ray_object_store_mb=int(object_store) if object_store else None,
+        state=env.get("S2S_STATE") or os.path.expanduser("~/.s2s"),
+        prefect_api_url=env.get("PREFECT_API_URL") or None,
+        io_retries=int(env.get("S2S_IO_RETRIES") or 2),
+        io_retry_delay_s=float(env.get("S2S_IO_RETRY_DELAY_S") or 10.0),
+        scale_wait_s=float(env.get("S2S_SCALE_WAIT_S") or 0.0),
         debug=env.get("S2S_DEBUG", "") not in ("", "0", "false"),
     )
 
 
 def with_ray_address(settings: Settings, address: str) -> Settings:
-    """`--ray-address` on the command line wins over the environment."""
+    """`--ray-address` on the command line wins over the environment: for this process's
+    settings and for every later `load_settings()` in it (the flows read their own)."""
     from dataclasses import replace
+    os.environ["S2S_RAY_ADDRESS"] = address
     return replace(settings, ray_address=address)
+
+
+def use_prefect_api(url: str) -> None:
+    """Point this process's Prefect client at `url` (set before Prefect reads its settings)."""
+    os.environ["PREFECT_API_URL"] = url
 
 
 def prepare_process(debug: bool) -> None:

@@ -25,6 +25,9 @@ from pipelines.settings import S3Settings
 from s2s_core.errors import LocationError
 
 
+UNREACHABLE = "cannot reach the S3 endpoint"
+
+
 class StorageError(LocationError):
     """Storage could not do what was asked; `cause` is a short phrase such as 'not found'."""
 
@@ -37,6 +40,10 @@ class StorageError(LocationError):
 
 class NotFound(StorageError):
     """The object or file does not exist (the bucket, when it is the bucket, says so)."""
+
+
+class StorageUnavailable(StorageError):
+    """The storage endpoint could not be reached: transient, worth retrying."""
 
 
 @dataclass(frozen=True)
@@ -258,7 +265,9 @@ class Storage:
         except IsADirectoryError:
             raise StorageError(uri, "is a directory, not a file") from None
         except OSError as err:
-            raise StorageError(uri, self._explain(str(err))) from None
+            cause = self._explain(str(err))
+            unreachable = cause.startswith(UNREACHABLE)
+            raise (StorageUnavailable if unreachable else StorageError)(uri, cause) from None
 
     def _explain(self, message: str) -> str:
         """A short cause for an S3/OS error message, with any secret scrubbed out."""
@@ -267,8 +276,8 @@ class Storage:
             ("ACCESS_DENIED", "access denied (check the S3 credentials and the bucket policy)"),
             ("INVALID_ACCESS_KEY_ID", "access denied: the access key is not known to the server"),
             ("SIGNATURE_DOES_NOT_MATCH", "access denied: wrong secret key"),
-            ("NETWORK_CONNECTION", f"cannot reach the S3 endpoint {self.s3.endpoint_url or 'of AWS'}"),
-            ("Couldn't connect", f"cannot reach the S3 endpoint {self.s3.endpoint_url or 'of AWS'}"),
+            ("NETWORK_CONNECTION", f"{UNREACHABLE} {self.s3.endpoint_url or 'of AWS'}"),
+            ("Couldn't connect", f"{UNREACHABLE} {self.s3.endpoint_url or 'of AWS'}"),
             ("Path does not exist", "not found"),
             ("No such file", "not found"),
         ]

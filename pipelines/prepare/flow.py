@@ -1,8 +1,8 @@
 """Prefect flow `prepare_corpus`: plan -> fingerprint -> shard job on Ray -> tokenizer -> manifest.
 
 Each Prefect task wraps a whole Ray job (never Prefect inside Ray workers). Retries sit only
-around I/O that may fail transiently; the shard job is deterministic, so a retry rewrites the
-same files.
+around I/O and cluster calls that may fail transiently (pipelines/retry.py decides which
+failures are); the shard job is deterministic, so a retry rewrites the same files.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pipelines import ray_runtime
 from pipelines.prepare import job
 from pipelines.prepare.plan import Plan, plan_inputs
 from pipelines.prepare.report import counts_markdown
+from pipelines.retry import io_task_options
 from pipelines.settings import load_settings
 from pipelines.storage import Storage, basename
 from s2s_core.config import build, load_yaml, merge, parse_overrides
@@ -35,7 +36,7 @@ def resolve_plan(storage: Storage, inputs: list[str], valid: list[str], test: li
     return plan_inputs(storage, roles, config)  # type: ignore[arg-type]
 
 
-@task(retries=2, retry_delay_seconds=2)
+@task
 def fingerprint(storage: Storage, plan: Plan) -> list[dict]:
     return job.fingerprint_inputs(storage, plan)
 
@@ -45,7 +46,7 @@ def shard_job(storage: Storage, plan: Plan, config: PrepareConfig, output: str):
     return job.run_shard_job(storage, plan, config, output, sys.stderr)
 
 
-@task(retries=1)
+@task
 def tokenizer_job(storage: Storage, output: str, train_paths: list[str], config: PrepareConfig) -> dict:
     return ray_runtime.get(job.train_tokenizer.remote(storage, output, train_paths, config))
 
@@ -67,7 +68,8 @@ def prepare_corpus(inputs: list[str], output: str, valid_inputs: list[str] | Non
     config = resolve_config(config_file, overrides or [])
     plan = resolve_plan(storage, inputs, valid_inputs or [], test_inputs or [], config)
     ray_runtime.ensure_ray(settings)
-    fingerprints = fingerprint(storage, plan)
+    io = io_task_options(settings)
+    fingerprints = fingerprint.with_options(**io)(storage, plan)
     new_id = job.dataset_id(fingerprints, config)
     existing = job.check_output(storage, output, new_id, overwrite)
     if existing is not None:
@@ -77,7 +79,7 @@ def prepare_corpus(inputs: list[str], output: str, valid_inputs: list[str] | Non
     manifest = job.build_manifest(new_id, fingerprints, config, maps, shards, rejects, None, plan)
     if config.tokenizer.enabled:
         train_paths = [f["path"] for f in manifest["shards"]["train"]]
-        manifest["tokenizer"] = tokenizer_job(storage, output, train_paths, config)
+        manifest["tokenizer"] = tokenizer_job.with_options(**io)(storage, output, train_paths, config)
     job.write_manifest(storage, output, manifest)
     create_markdown_artifact(counts_markdown(manifest, output), key="prepare-counts",
                              description=f"prepare_corpus -> {output}")

@@ -16,6 +16,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from pipelines import ray_runtime
 from pipelines.prepare.job import read_manifest
+from pipelines.retry import io_task_options
 from pipelines.settings import load_settings
 from pipelines.storage import Storage, absolute, basename, join
 from pipelines.train import job
@@ -47,11 +48,12 @@ def train_model(data: str, output: str, config_file: str | None = None, override
     model = job.fit_vocabulary(model, storage, data, manifest)
     run_config = job.run_config_of(train, model, data, manifest)
     ray_runtime.ensure_ray(settings)
-    ray_runtime.check_resources(workers, cpus_per_worker, gpus_per_worker)
+    ray_runtime.check_resources(workers, cpus_per_worker, gpus_per_worker, settings.scale_wait_s)
     job.claim_output(storage, output, run_config, force)
     train_job = TrainJob(storage=storage, data=data, manifest=manifest, output=output, train=train, model=model,
                          run_config=run_config, cpus_per_worker=cpus_per_worker)
-    ray_train(train_job, workers, gpus_per_worker, max_failures)
+    # A transient cluster failure retries the whole Ray Train run, which resumes from its last checkpoint.
+    ray_train.with_options(**io_task_options(settings))(train_job, workers, gpus_per_worker, max_failures)
     metadata = json.loads(storage.read_bytes(join(output, "model", "metadata.json")))
     logger.info("model package: %s (step %s)", join(output, "model"), metadata["step"])
     create_markdown_artifact(summary_markdown(metadata, output), key="train-summary",

@@ -1,0 +1,1 @@
+"""Orchestration: the nightly flow, deployments, `serve`, `submit` and `status`."""
