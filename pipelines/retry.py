@@ -13,14 +13,21 @@ from pipelines.storage import StorageUnavailable
 from s2s_core.errors import S2SError
 
 
+# OSErrors that mean "this path is wrong", not "the network hiccuped".
+PERMANENT_OS_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
 def is_transient(error: BaseException) -> bool:
-    """True for failures worth retrying: unreachable storage, network and Ray errors."""
+    """True for failures worth retrying: unreachable storage, network and Ray system errors."""
+    from ray.exceptions import RayError, RayTaskError
+
     if isinstance(error, StorageUnavailable):
         return True
-    if isinstance(error, S2SError):
+    if isinstance(error, RayTaskError):  # a task raised: judge what it raised, not the wrapper
+        cause = getattr(error, "cause", None)
+        return isinstance(cause, BaseException) and cause is not error and is_transient(cause)
+    if isinstance(error, (S2SError, *PERMANENT_OS_ERRORS)):
         return False
-    from ray.exceptions import RayError
-
     return isinstance(error, (ConnectionError, TimeoutError, OSError, RayError))
 
 

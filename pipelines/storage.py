@@ -15,7 +15,7 @@ import posixpath
 import shutil
 import tempfile
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -48,10 +48,16 @@ class StorageUnavailable(StorageError):
 
 @dataclass(frozen=True)
 class FileEntry:
-    """One listed file: its full URI and size in bytes."""
+    """One listed file: its full URI, size in bytes and (when the store says) modification time."""
 
     uri: str
     size: int
+    mtime: float | None = field(default=None, compare=False)
+    """Seconds since the epoch; None when unknown. Not part of equality."""
+
+
+def _mtime(info: pafs.FileInfo) -> float | None:
+    return info.mtime.timestamp() if info.mtime is not None else None
 
 
 def is_s3(uri: str) -> bool:
@@ -147,12 +153,12 @@ class Storage:
         with self._errors(uri):
             found = fs.get_file_info(path)
             if found.type == pafs.FileType.File:
-                return [FileEntry(uri, found.size or 0)]
+                return [FileEntry(uri, found.size or 0, _mtime(found))]
             if found.type == pafs.FileType.NotFound:
                 raise self._not_found(uri)
             listing = fs.get_file_info(pafs.FileSelector(path, recursive=True))
         root = uri.rstrip("/")
-        entries = [FileEntry(join(root, posixpath.relpath(i.path, path)), i.size or 0)
+        entries = [FileEntry(join(root, posixpath.relpath(i.path, path)), i.size or 0, _mtime(i))
                    for i in listing if i.type == pafs.FileType.File]
         return sorted(entries, key=lambda e: e.uri)
 

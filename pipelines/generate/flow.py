@@ -59,10 +59,15 @@ def actor_pool(planned: PlannedJob, workers: int, cpus_per_worker: float, gpus_p
                        gpus_per_worker, sys.stderr)
 
 
+def run_name(task_name: str, input_uri: str) -> str:
+    """`translate-<dataset>-<date>`: the dataset is the input's name (a file's without extension)."""
+    dataset = basename(input_uri.rstrip("/*")).split(".")[0] or "dataset"
+    return f"{task_name}-{dataset}-{dt.date.today():%Y%m%d}"
+
+
 def _run_name() -> str:
     from prefect.runtime import flow_run
-    params = flow_run.parameters
-    return f"{params.get('task', 'generate')}-{basename(params.get('output', 'output')) or 'output'}-{dt.date.today():%Y%m%d}"
+    return run_name(flow_run.parameters.get("task", "generate"), flow_run.parameters.get("input", ""))
 
 
 @flow(name="bulk_generate", flow_run_name=_run_name)
@@ -84,7 +89,9 @@ def bulk_generate(task: str, model: str, input: str, output: str, column: str = 
     registry = Registry(storage, settings.state) if submission else None
     if registry:
         from prefect.runtime import flow_run
-        registry.mark(submission, "running", flow_run_id=str(flow_run.id), error=None)
+
+        from pipelines.orchestrate.runs import live_run
+        registry.claim(submission, str(flow_run.id), live_run)
     try:
         summary = _run(settings, storage, task, model, input, output, Columns(column, id_column),
                        resolve_generation(config_file, overrides or []), workers, cpus_per_worker,

@@ -9,21 +9,25 @@ half-submitted.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
+import json
+import os
 import socket
 import sys
 import time
+from pathlib import Path
 
 from pipelines.orchestrate import promotion, runs
 from pipelines.orchestrate.serve import recorded_api, serve
 from pipelines.orchestrate.submissions import Registry, Submission, submission_id
 from pipelines.settings import Settings, use_prefect_api
-from pipelines.storage import Storage, absolute, basename
+from pipelines.storage import Storage, absolute
+from s2s_core.config import to_dict
 from s2s_core.errors import ConfigError, OutputError
 
 DEPLOYMENTS = {"translate": "bulk_generate/bulk-translate", "summarize": "bulk_generate/bulk-summarize"}
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 EXIT_RUN_FAILED = 8
+SCHEDULED_HINT_S = 60
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -84,14 +88,16 @@ def _run_submit(args: argparse.Namespace, settings: Settings) -> int:
     submission = _checked_submission(args, settings, storage, deployment.parameters or {})
     registry = Registry(storage, settings.state)
     _refuse_duplicate(registry.get(submission.id))
+    from pipelines.generate.flow import run_name
+
     registry.save(submission)
     try:
         run = runs.create_run(deployment.id, {**submission.bulk_parameters(), "ray_address": settings.ray_address},
-                              name=f"{args.task}-{basename(submission.output) or 'output'}-{dt.date.today():%Y%m%d}")
+                              name=run_name(args.task, submission.input))
     except BaseException:
         registry.delete(submission.id)  # nothing half-submitted
         raise
-    registry.mark(submission.id, "pending", flow_run_id=str(run.id))
+    registry.set_run(submission.id, str(run.id))
     print(f"submitted {submission.id}: flow run {run.name} ({run.id}); results in {submission.output} "
           "(complete when _SUCCESS appears)")
     return _wait(run.id) if args.wait else 0
@@ -108,20 +114,31 @@ def _checked_submission(args: argparse.Namespace, settings: Settings, storage: S
     model = args.model or (promotion.current(storage, settings.state) or {}).get("model")
     if model is None:
         raise ConfigError(["`--model` is required: no model has been promoted yet (the nightly flow promotes one)"])
-    output = absolute(args.output)
-    config = resolve_generation(defaults.get("config_file"), args.overrides)
+    output, unit_mb = absolute(args.output), float(defaults.get("unit_mb", 32.0))
+    config = resolve_generation(project_path(defaults.get("config_file")), args.overrides)
     planned = plan_job(storage, args.task, absolute(model), absolute(args.input), output,
-                       Columns(args.column, args.id_column), config, 1, 0, defaults.get("unit_mb", 32.0))
+                       Columns(args.column, args.id_column), config, 1, 0, unit_mb)
     check_output(storage, output, planned.identity, overwrite=False)
     if settings.ray_address:
         check_ray_address(settings.ray_address)
+    # Pinned: every run for this submission decodes exactly as checked here.
+    options = [f"{key}={json.dumps(value)}" for key, value in to_dict(config).items()]
     return Submission(id=submission_id(args.task, output), task=args.task, model=absolute(model),
                       input=absolute(args.input), output=output, column=args.column, id_column=args.id_column,
-                      overrides=list(args.overrides))
+                      options=options, unit_mb=unit_mb)
+
+
+def project_path(path: str | None) -> str | None:
+    """A deployment's relative config path (relative to the project directory where `serve`
+    runs): as given if it exists here, else under this installation's project directory."""
+    if path is None or os.path.isabs(path) or os.path.exists(path):
+        return path
+    candidate = Path(__file__).resolve().parents[2] / path
+    return str(candidate) if candidate.exists() else path
 
 
 def _refuse_duplicate(existing: Submission | None) -> None:
-    if existing is None or existing.state == "failed":
+    if existing is None or existing.state in ("failed", "cancelled"):
         return
     if existing.state == "done":
         raise OutputError(existing.output, f"already holds the results of submission {existing.id}: "
@@ -132,13 +149,17 @@ def _refuse_duplicate(existing: Submission | None) -> None:
 
 
 def _wait(flow_run_id) -> int:
-    last = None
+    last, since = None, time.monotonic()
     while True:
         run = runs.read_run(flow_run_id)
         state = run.state.type.value if run.state else "UNKNOWN"
         if state != last:
             print(f"{run.name}: {run.state.name if run.state else state}", file=sys.stderr, flush=True)
-            last = state
+            last, since = state, time.monotonic()
+        elif state == "SCHEDULED" and since is not None and time.monotonic() - since > SCHEDULED_HINT_S:
+            print(f"{run.name}: still waiting for a runner after {SCHEDULED_HINT_S} s: is `s2s serve` (or a worker) "
+                  "running?", file=sys.stderr, flush=True)
+            since = None
         if state in TERMINAL:
             if state == "COMPLETED":
                 return 0

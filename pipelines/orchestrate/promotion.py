@@ -1,7 +1,8 @@
-"""The promoted model: STATE/models/current.json points at a package copied under ROOT/models/.
+"""The promoted model: ROOT/models/current.json points at a package copied under ROOT/models/.
 
-`s2s submit` without `--model` uses it; the nightly flow replaces it when a new model scores
-better. The pointer is one small object written whole, so readers see the old or the new one.
+Each nightly ROOT (say en-it and en-de) compares against and replaces its own pointer; the last
+promotion is also written to STATE/models/current.json, the model `s2s submit` uses without
+`--model`. A pointer is one small object written whole: readers see the old or the new one.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from pipelines.storage import NotFound, Storage, join
 POINTER = ("models", "current.json")
 
 
-def current(storage: Storage, state: str) -> dict | None:
-    """{'model': URI, 'package_id', 'scores', 'promoted_at'} of the promoted model, or None."""
+def current(storage: Storage, where: str) -> dict | None:
+    """{'model': URI, 'package_id', 'scores', 'promoted_at'} of the model promoted under
+    `where` (a nightly ROOT, or STATE for the latest of all), or None."""
     try:
-        return json.loads(storage.read_bytes(join(state, *POINTER)))
+        return json.loads(storage.read_bytes(join(where, *POINTER)))
     except NotFound:
         return None
 
@@ -30,5 +32,6 @@ def promote(storage: Storage, state: str, root: str, package: str, package_id: s
         storage.write_bytes(join(target, entry.uri[len(prefix):]), storage.read_bytes(entry.uri))
     pointer = {"model": target, "package_id": package_id, "scores": scores, "source": package,
                "promoted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-    storage.write_bytes(join(state, *POINTER), (json.dumps(pointer, indent=2) + "\n").encode())
+    for where in (root, state):
+        storage.write_bytes(join(where, *POINTER), (json.dumps(pointer, indent=2) + "\n").encode())
     return target

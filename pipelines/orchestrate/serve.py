@@ -30,6 +30,7 @@ from pipelines.storage import NotFound, Storage, is_s3, join
 from s2s_core.errors import ConfigError
 
 SERVE_FILE = "serve.json"
+SCHEDULE_KEYS = {"cron", "timezone", "active"}
 SERVER_START_S = 120
 
 
@@ -42,6 +43,9 @@ def load_deployments(path: str) -> list[dict]:
     entries = data.get("deployments") or []
     problems = [f"{path}: deployment #{i + 1} needs `name` and `entrypoint`" for i, d in enumerate(entries)
                 if not (isinstance(d, dict) and d.get("name") and d.get("entrypoint"))]
+    problems += [f"{path}: {d['name']}: schedule keys {sorted(set(s) - SCHEDULE_KEYS)} (only cron schedules)"
+                 for d in entries if isinstance(d, dict) and d.get("name")
+                 for s in d.get("schedules") or [] if set(s) - SCHEDULE_KEYS or "cron" not in s]
     if problems or not entries:
         raise ConfigError(problems or [f"{path}: no `deployments:`"])
     return entries
@@ -55,13 +59,16 @@ def flow_of(entrypoint: str) -> Any:
 
 
 def runner_deployment(entry: dict) -> Any:
+    """The `RunnerDeployment` of one prefect.yaml entry (cron schedules, parameters, concurrency).
+    Call it only once PREFECT_API_URL is set: Prefect fixes its settings on first use."""
     from prefect.schedules import Cron
 
     schedules = [Cron(s["cron"], timezone=s.get("timezone", "UTC")) for s in entry.get("schedules") or []
-                 if s.get("cron") and s.get("active", True)]
+                 if s.get("active", True)]
     return flow_of(entry["entrypoint"]).to_deployment(
         name=entry["name"], description=entry.get("description"), tags=entry.get("tags"),
-        parameters=entry.get("parameters") or {}, schedules=schedules or None)
+        parameters=entry.get("parameters") or {}, schedules=schedules or None,
+        concurrency_limit=entry.get("concurrency_limit"))
 
 
 class LocalServer:
@@ -127,39 +134,63 @@ def recorded_api(storage: Storage, state: str) -> str | None:
 
 def serve(settings: Settings, deployments_file: str, port: int, stream=sys.stderr) -> int:
     """Serve every deployment of `deployments_file` until interrupted (SIGINT/SIGTERM); returns 0."""
-    entries = load_deployments(deployments_file)
+    entries = load_deployments(deployments_file)  # config errors before any server starts
     storage, server = Storage(settings.s3), None
-    api_url = settings.prefect_api_url
-    if api_url is None:
-        home = Path(os.path.expanduser("~/.s2s/prefect")) if is_s3(settings.state) else Path(settings.state) / "prefect"
-        server = LocalServer(home, free_port(port))
-        print(f"starting a local Prefect server at {server.url} (database in {home}) ...", file=stream, flush=True)
-        server.start()
-        api_url = server.url
-    use_prefect_api(api_url)
+    # Until Prefect's runner installs its own handler: a SIGTERM must still run `finally` below,
+    # or a server being started would outlive us.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        _serve_entries(storage, settings.state, entries, api_url, server, stream)
+        api_url = settings.prefect_api_url
+        if api_url is None:
+            home = Path(os.path.expanduser("~/.s2s/prefect")) if is_s3(settings.state) else Path(settings.state) / "prefect"
+            server = LocalServer(home, free_port(port))
+            print(f"starting a local Prefect server at {server.url} (database in {home}) ...", file=stream, flush=True)
+            server.start()
+            api_url = server.url
+        use_prefect_api(api_url)  # before anything asks Prefect for its settings
+        deployments = [runner_deployment(entry) for entry in entries]
+        _serve_deployments(storage, settings.state, deployments, api_url, server, stream)
     except KeyboardInterrupt:
         pass
     finally:
         if server is not None:
-            storage.delete(join(settings.state, SERVE_FILE))
-            server.stop()
+            server.stop()  # after the runner: prefect's serve() has returned
+        storage.delete(join(settings.state, SERVE_FILE))
     return 0
 
 
-def _serve_entries(storage: Storage, state: str, entries: list[dict], api_url: str, server: LocalServer | None,
-                   stream) -> None:
+def _serve_deployments(storage: Storage, state: str, deployments: list, api_url: str, server: LocalServer | None,
+                       stream) -> None:
     from prefect import serve as prefect_serve
 
-    deployments = [runner_deployment(entry) for entry in entries]
-    record = {"api_url": api_url, "pid": os.getpid(),
+    from pipelines.orchestrate.runs import crash_leftover_runs, public_url
+
+    if server is not None:  # our own server: runs left RUNNING by a killed serve have no process
+        crashed = crash_leftover_runs(_existing_ids(deployments))
+        if crashed:
+            print(f"{crashed} runs left running by a previous serve marked crashed", file=stream, flush=True)
+    record = {"api_url": public_url(api_url), "pid": os.getpid(),
               "server_pid": server.process.pid if server and server.process else None}
     storage.write_bytes(join(state, SERVE_FILE), (json.dumps(record) + "\n").encode())
     names = ", ".join(f"{d.flow_name}/{d.name}" for d in deployments)
-    print(f"serving {names} on {api_url}; Ctrl-C stops", file=stream, flush=True)
+    print(f"serving {names} on {public_url(api_url)}; Ctrl-C stops", file=stream, flush=True)
     prefect_serve(*deployments, print_starting_message=False, pause_on_shutdown=False)
+
+
+def _existing_ids(deployments: list) -> list:
+    """Ids of those deployments already known to the server (from an earlier serve)."""
+    from prefect.exceptions import ObjectNotFound
+
+    from pipelines.orchestrate.runs import client
+
+    ids = []
+    with client() as prefect:
+        for d in deployments:
+            try:
+                ids.append(prefect.read_deployment_by_name(f"{d.flow_name}/{d.name}").id)
+            except ObjectNotFound:
+                continue
+    return ids
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -3,14 +3,17 @@
 A submission names a bulk job (task, model, input, output, options). Its id comes from the
 task and the output, so one output never holds two submissions. States:
 
-    pending  -> recorded; a flow run of the bulk deployment is created for it
-    running  -> a `bulk_generate` run claimed it (its flow run id is recorded)
-    done     -> that run finished: every input row is in the output exactly once
-    failed   -> that run failed; the nightly flow (or `s2s submit` again) picks it up
+    pending    -> recorded; a flow run of the bulk deployment is created for it
+    running    -> a `bulk_generate` run claimed it (its flow run id is recorded)
+    done       -> that run finished: every input row is in the output exactly once
+    failed     -> that run failed; the nightly flow (or `s2s submit` again) picks it up
+    cancelled  -> its run was cancelled by someone: left alone
 
-The nightly flow processes a submission only when it is pending with no live flow run of its
-own, or failed: so each is processed by one run at a time. (Two runs racing on the same
-submission would still not duplicate rows: the bulk job commits each unit exactly once.)
+The decoding options are resolved and pinned when submitting, so whichever run processes it
+(the one `submit` created, or a nightly retry) decodes exactly as checked. A run claims the
+submission before working and refuses one that is done or held by another live run; the
+nightly flow only takes submissions with no live run, at most MAX_ATTEMPTS times. (Two runs
+racing anyway would still not duplicate rows: the bulk job commits each unit exactly once.)
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 from pipelines.storage import NotFound, Storage, join
+from s2s_core.errors import OutputError
 
-State = Literal["pending", "running", "done", "failed"]
+State = Literal["pending", "running", "done", "failed", "cancelled"]
 FOLDER = "submissions"
+MAX_ATTEMPTS = 3
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,9 +41,12 @@ class Submission:
     output: str
     column: str = "source"
     id_column: str | None = None
-    overrides: list[str] = field(default_factory=list)
+    options: list[str] = field(default_factory=list)
+    """Every decoding option as `key=value`, resolved when submitting."""
+    unit_mb: float = 32.0
     state: State = "pending"
     flow_run_id: str | None = None
+    attempts: int = 0
     created_at: str = ""
     updated_at: str = ""
     error: str | None = None
@@ -47,8 +55,8 @@ class Submission:
     def bulk_parameters(self) -> dict:
         """The `bulk_generate` flow parameters that process this submission."""
         return {"task": self.task, "model": self.model, "input": self.input, "output": self.output,
-                "column": self.column, "id_column": self.id_column, "overrides": list(self.overrides),
-                "submission": self.id}
+                "column": self.column, "id_column": self.id_column, "config_file": None,
+                "overrides": list(self.options), "unit_mb": self.unit_mb, "submission": self.id}
 
 
 def submission_id(task: str, output: str) -> str:
@@ -95,3 +103,26 @@ class Registry:
         """Set the state (and other fields) of a recorded submission; None when there is none."""
         current = self.get(sub_id)
         return None if current is None else self.save(replace(current, state=state, **fields))
+
+    def set_run(self, sub_id: str, flow_run_id: str) -> None:
+        """Record the flow run created for a submission, unless a run already claimed it."""
+        current = self.get(sub_id)
+        if current is not None and current.flow_run_id is None:
+            self.save(replace(current, flow_run_id=flow_run_id))
+
+    def claim(self, sub_id: str, flow_run_id: str, is_live) -> Submission | None:
+        """Mark a submission running under `flow_run_id`; None when it is not recorded.
+
+        Raises:
+            OutputError: it is done, or another flow run that `is_live(run_id)` holds it.
+        """
+        current = self.get(sub_id)
+        if current is None:
+            return None
+        if current.state == "done":
+            raise OutputError(current.output, f"already holds the results of submission {sub_id}")
+        if current.flow_run_id not in (None, flow_run_id) and is_live(current.flow_run_id):
+            raise OutputError(current.output, f"submission {sub_id} is being processed by flow run "
+                                              f"{current.flow_run_id}")
+        return self.save(replace(current, state="running", flow_run_id=flow_run_id, error=None,
+                                 attempts=current.attempts + 1))

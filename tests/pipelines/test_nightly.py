@@ -60,12 +60,13 @@ def test_nightly_trains_promotes_and_serves_submissions_then_does_nothing_the_se
     output = str(folder / "translated")
     registry.save(Submission(id=submission_id("translate", output), task="translate", model=str(tiny_package),
                              input=str(folder / "in.parquet"), output=output, id_column="id",
-                             overrides=["max_len_a=0", "max_len_b=6", "beam_size=2"]))
+                             options=["max_len_a=0", "max_len_b=6", "beam_size=2"]))
 
     first = nightly(overrides=overrides(folder))
     assert first["prepared"] and first["trained"] and first["promoted"]
     assert first["submissions"] == [submission_id("translate", output)]
-    pointer = json.loads((folder / "state" / "models" / "current.json").read_text())
+    pointer = json.loads((folder / "root" / "models" / "current.json").read_text())
+    assert json.loads((folder / "state" / "models" / "current.json").read_text()) == pointer  # submit's default
     assert Path(pointer["model"], "metadata.json").exists() and pointer["model"].startswith(str(folder / "root"))
     recorded = json.loads((folder / "root" / "nightly.json").read_text())
     assert recorded["data_key"] == first["data_key"] and recorded["scores"]["promoted"] is None
@@ -74,7 +75,7 @@ def test_nightly_trains_promotes_and_serves_submissions_then_does_nothing_the_se
 
     runs_before = flow_run_names()
     second = nightly(overrides=overrides(folder))
-    assert second == {"prepared": False, "trained": False, "promoted": False, "submissions": [],
+    assert second == {"prepared": False, "trained": False, "promoted": False, "submissions": [], "failed": [],
                       "data_key": first["data_key"]}
     new_runs = [name for name in flow_run_names() if name not in runs_before]
     assert all(name.startswith("nightly-") for name in new_runs), new_runs  # no prepare, train or bulk run

@@ -39,6 +39,8 @@ def test_prefect_deploy_all_creates_every_deployment_with_its_schedule():
             deployment = client.read_deployment_by_name(f"{flow_name}/{entry['name']}")
             assert deployment.entrypoint == entry["entrypoint"] and deployment.work_pool_name == "s2s"
             assert {k: deployment.parameters[k] for k in entry.get("parameters", {})} == entry.get("parameters", {})
+            limit = deployment.global_concurrency_limit
+            assert (limit.limit if limit else None) == entry.get("concurrency_limit"), entry["name"]
             crons = sorted(s.schedule.cron for s in deployment.schedules)
             assert crons == sorted(s["cron"] for s in entry.get("schedules", [])), entry["name"]
     assert [s["cron"] for s in spec["deployments"][0]["schedules"]] == ["0 2 * * *"]
@@ -56,4 +58,22 @@ def test_serve_builds_the_same_deployments_and_their_parameters_validate():
             if isinstance(value, str) and value.startswith("deploy/"):
                 assert (REPO / value).is_file(), value
     (nightly,) = [runner_deployment(e) for e in entries if e["name"] == "nightly"]
-    assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
+    assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"] and nightly.concurrency_limit == 1
+
+
+def test_runs_left_running_by_a_killed_serve_are_marked_crashed():
+    """What a restarted `serve` does first: a run still RUNNING from before has no process left."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Running
+
+    from pipelines.orchestrate.runs import crash_leftover_runs
+
+    (entry,) = [e for e in load_deployments(str(PREFECT_YAML)) if e["name"] == "bulk-translate"]
+    deployment_id = runner_deployment(entry).apply()
+    with get_client(sync_client=True) as client:
+        orphan = client.create_flow_run_from_deployment(deployment_id, parameters={"model": "m", "input": "i",
+                                                                                   "output": "o"})
+        client.set_flow_run_state(orphan.id, Running(), force=True)
+        assert crash_leftover_runs([deployment_id]) == 1
+        assert client.read_flow_run(orphan.id).state.type.value == "CRASHED"
+        assert crash_leftover_runs([deployment_id]) == 0

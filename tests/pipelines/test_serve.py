@@ -122,7 +122,7 @@ def test_submit_wait_translates_the_corpus_and_status_reports_it(served, corpus,
                       "--id-column", "id", "--wait", *FAST)
     assert done.returncode == 0, done.stderr[-3000:]
     sub_id = submission_id("translate", str(output))
-    assert f"submitted {sub_id}: flow run translate-out-" in done.stdout and "Completed" in done.stderr
+    assert f"submitted {sub_id}: flow run translate-in-" in done.stdout and "Completed" in done.stderr
     assert sorted(r["id"] for r in output_rows(str(output))) == sorted(corpus[1])
     assert success(str(output))["rows_out"] == 40
     record = json.loads((served.state / "submissions" / f"{sub_id}.json").read_text())
@@ -131,8 +131,10 @@ def test_submit_wait_translates_the_corpus_and_status_reports_it(served, corpus,
     status = served.s2s("status", sub_id)
     assert status.returncode == 0, status.stderr
     assert "Completed" in status.stdout and "complete, 40 rows (0 errors)" in status.stdout
+    unknown = served.s2s("status", "sub-000000000000")
+    assert unknown.returncode == 7 and unknown.stderr.strip() == "error: no submission or flow run sub-000000000000"
     overview = served.s2s("status")
-    assert f"{sub_id}  done" in overview.stdout and "translate-out-" in overview.stdout
+    assert f"{sub_id}  done" in overview.stdout and "translate-in-" in overview.stdout
 
     again = served.s2s("submit", "--model", str(tiny_package), "--input", str(corpus[0]), "--output", str(output),
                        "--id-column", "id", *FAST)
