@@ -70,7 +70,7 @@ def _run_train(args: argparse.Namespace, settings: settings_module.Settings) -> 
     from pipelines.prepare.job import read_manifest
     from pipelines.storage import Storage, join
     from pipelines.train.flow import train_model
-    from pipelines.train.job import check_output, fit_vocabulary, resolve_config, run_config_of
+    from pipelines.train.job import check_init_from, check_output, fit_vocabulary, resolve_config, run_config_of
 
     problems = [f"`--{name}` must be >= {low}, but is {value}" for name, value, low in
                 (("workers", args.workers, 1), ("gpus-per-worker", args.gpus_per_worker, 0),
@@ -83,6 +83,7 @@ def _run_train(args: argparse.Namespace, settings: settings_module.Settings) -> 
     train, model = resolve_config(args.config, args.overrides)
     manifest = read_manifest(storage, args.data)
     model = fit_vocabulary(model, storage, args.data, manifest)
+    check_init_from(storage, train, manifest)
     check_output(storage, args.output, run_config_of(train, model, args.data, manifest), args.force)
     metadata = train_model(data=args.data, output=args.output, config_file=args.config, overrides=args.overrides,
                            workers=args.workers, gpus_per_worker=args.gpus_per_worker,

@@ -22,8 +22,9 @@ class NightlyConfig:
     """YAML overlay of the prepare config."""
     prepare_overrides: list[str] = field(default_factory=list)
     """`key=value` prepare overrides, e.g. tokenizer.vocab_size=16000."""
-    on_new_data: Literal["retrain", "skip"] = "retrain"
-    """When the drops changed: train a new model on all of them, or only prepare the dataset."""
+    on_new_data: Literal["retrain", "continue", "skip"] = "retrain"
+    """When the drops changed: train a new model on all of them; continue training the promoted
+    model on them (its tokenizer is reused; retrain when none is promoted yet); or only prepare."""
     train_config: str | None = None
     """YAML overlay of the training config."""
     train_overrides: list[str] = field(default_factory=list)

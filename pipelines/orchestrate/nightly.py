@@ -6,7 +6,8 @@ nothing, and a night that crashed half-way is finished by the next run:
 1. the drops under `drops` (plus the fixed valid/test inputs and the prepare and training
    configs) get a key from their names, sizes, modification times and the configs' contents;
    a new key means new data: `prepare_corpus` writes ROOT/datasets/KEY;
-2. with `on_new_data: retrain`, `train_model` trains ROOT/runs/KEY (resuming if it crashed);
+2. `train_model` trains ROOT/runs/KEY (resuming if it crashed): from scratch (`on_new_data:
+   retrain`), or from the promoted model's weights with its tokenizer (`continue`);
 3. the new package and the promoted one are scored on the new dataset's validation pairs; the
    new one is promoted (copied to ROOT/models/ID, pointed at by ROOT/models/current.json) when
    it beats the promoted one by more than `min_improvement`;
@@ -109,16 +110,22 @@ def nightly(config_file: str | None = None, overrides: list[str] | None = None) 
 def _new_data(storage: Storage, state_uri: str, config: NightlyConfig, drops: list[str], key: str) -> dict:
     """Prepare (and train, score, promote) for a new data key; records the night in ROOT/nightly.json."""
     data = join(config.root, "datasets", key)
+    promoted = promotion.current(storage, config.root) if config.on_new_data == "continue" else None
+    # Continuing needs the promoted model's token ids: its tokenizer, and its weights to start from.
+    reuse = [f"tokenizer.reuse={join(promoted['model'], 'tokenizer')}"] if promoted else []
     prepare_corpus(inputs=drops, output=data, valid_inputs=config.valid, test_inputs=config.test,
-                   config_file=config.prepare_config, overrides=config.prepare_overrides)
+                   config_file=config.prepare_config, overrides=[*config.prepare_overrides, *reuse])
     done: dict = {"prepared": True}
     night: dict = {"data_key": key, "dataset": data, "drops": drops}
-    if config.on_new_data == "retrain":
+    if config.on_new_data != "skip":
         run = join(config.root, "runs", key)
-        train_model(data=data, output=run, config_file=config.train_config, overrides=config.train_overrides,
-                    workers=config.workers, gpus_per_worker=config.gpus_per_worker)
+        start = [f"init_from={promoted['model']}"] if promoted else []
+        train_model(data=data, output=run, config_file=config.train_config,
+                    overrides=[*config.train_overrides, *start], workers=config.workers,
+                    gpus_per_worker=config.gpus_per_worker)
         candidate = join(run, "model")
-        night.update(run=run, **_decide(storage, state_uri, config, candidate, data))
+        night.update(run=run, continued_from=promoted["model"] if promoted else None,
+                     **_decide(storage, state_uri, config, candidate, data))
         done.update(trained=True, promoted=night["promoted"])
     storage.write_bytes(join(config.root, STATE_FILE), (json.dumps(night, indent=2) + "\n").encode())
     return done

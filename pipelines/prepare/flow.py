@@ -51,6 +51,11 @@ def tokenizer_job(storage: Storage, output: str, train_paths: list[str], config:
     return ray_runtime.get(job.train_tokenizer.remote(storage, output, train_paths, config))
 
 
+@task
+def reuse_tokenizer(storage: Storage, output: str, source: str) -> dict:
+    return job.copy_tokenizer(storage, output, source)
+
+
 def _run_name() -> str:
     from prefect.runtime import flow_run
     output = flow_run.parameters.get("output", "dataset")
@@ -77,7 +82,9 @@ def prepare_corpus(inputs: list[str], output: str, valid_inputs: list[str] | Non
         return existing
     maps, shards, rejects = shard_job(storage, plan, config, output)
     manifest = job.build_manifest(new_id, fingerprints, config, maps, shards, rejects, None, plan)
-    if config.tokenizer.enabled:
+    if config.tokenizer.reuse:
+        manifest["tokenizer"] = reuse_tokenizer.with_options(**io)(storage, output, config.tokenizer.reuse)
+    elif config.tokenizer.enabled:
         train_paths = [f["path"] for f in manifest["shards"]["train"]]
         manifest["tokenizer"] = tokenizer_job.with_options(**io)(storage, output, train_paths, config)
     job.write_manifest(storage, output, manifest)

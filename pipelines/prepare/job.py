@@ -27,7 +27,7 @@ from s2s_core.config import to_dict
 from s2s_core.data import hashing
 from s2s_core.data.config import PrepareConfig
 from s2s_core.data.rows import REJECTS_SCHEMA
-from s2s_core.errors import OutputError
+from s2s_core.errors import InputError, OutputError
 from s2s_core.tokenizer import train_sentencepiece
 
 SCHEMA_VERSION = 1
@@ -213,6 +213,26 @@ def train_tokenizer(storage: Storage, output: str, shard_paths: list[str], confi
             storage.upload(file, join(output, "tokenizer", file.name))
             files.append({"path": f"tokenizer/{file.name}", "sha256": hashlib.sha256(file.read_bytes()).hexdigest()})
     return {"pairs": settings["pairs"], "files": files, "model_files": settings["files"]}
+
+
+def copy_tokenizer(storage: Storage, output: str, source: str) -> dict:
+    """Copy the tokenizer directory `source` to OUTPUT/tokenizer; its manifest entry, as for a
+    trained one.
+
+    Raises:
+        InputError: `source` holds no tokenizer (no settings.json).
+    """
+    try:
+        settings = json.loads(storage.read_bytes(join(source, "settings.json")))
+    except NotFound:
+        raise InputError(source, "is not a tokenizer directory (no settings.json) for tokenizer.reuse") from None
+    files, root = [], source.rstrip("/") + "/"
+    for entry in storage.list(source):
+        data = storage.read_bytes(entry.uri)
+        name = entry.uri[len(root):]
+        storage.write_bytes(join(output, "tokenizer", name), data)
+        files.append({"path": f"tokenizer/{name}", "sha256": hashlib.sha256(data).hexdigest()})
+    return {"pairs": settings.get("pairs", 0), "files": files, "model_files": settings["files"], "reused_from": source}
 
 
 def build_manifest(new_id: str, inputs: list[dict], config: PrepareConfig, maps: list[MapResult],

@@ -46,6 +46,7 @@ def train_model(data: str, output: str, config_file: str | None = None, override
     train, model = job.resolve_config(config_file, overrides or [])
     manifest = read_manifest(storage, data)
     model = job.fit_vocabulary(model, storage, data, manifest)
+    job.check_init_from(storage, train, manifest)
     run_config = job.run_config_of(train, model, data, manifest)
     ray_runtime.ensure_ray(settings)
     ray_runtime.check_resources(workers, cpus_per_worker, gpus_per_worker, settings.scale_wait_s)

@@ -22,11 +22,11 @@ from ray.util.queue import Empty, Queue
 
 from pipelines import ray_runtime
 from pipelines.prepare.job import read_manifest
-from pipelines.storage import Storage, join
+from pipelines.storage import NotFound, Storage, join
 from pipelines.train import data as train_data
 from pipelines.train.worker import RUN_NAME, TrainJob, train_loop
 from s2s_core.config import load_yaml, merge, parse_overrides, to_dict
-from s2s_core.errors import ConfigError, InputError, OutputError
+from s2s_core.errors import CheckpointError, ConfigError, InputError, OutputError
 from s2s_core.tokenizer import Tokenizer
 from s2s_core.training import config as train_config
 
@@ -51,6 +51,27 @@ def fit_vocabulary(model: Any, storage: Storage, data: str, manifest: dict) -> A
     if wrong:
         raise ConfigError(wrong)
     return replace(model, **sizes)
+
+
+def check_init_from(storage: Storage, train: train_config.TrainConfig, manifest: dict) -> None:
+    """`init_from` must name a package whose tokenizer is the dataset's (else its weights would
+    be read with other token ids).
+
+    Raises:
+        CheckpointError: not a package; ConfigError: the tokenizers differ.
+    """
+    if not train.init_from:
+        return
+    try:
+        package_files = json.loads(storage.read_bytes(join(train.init_from, "metadata.json")))["files"]
+    except NotFound:
+        raise CheckpointError(train.init_from, "is not a model package (no metadata.json) for init_from") from None
+    dataset_files = {f["path"]: f["sha256"] for f in (manifest.get("tokenizer") or {}).get("files", [])}
+    differ = [path for path, sha in dataset_files.items()
+              if path != "tokenizer/settings.json" and package_files.get(path, {}).get("sha256") != sha]
+    if differ:
+        raise ConfigError([f"`init_from` {train.init_from} has another tokenizer than the dataset ({differ[0]}): "
+                           f"prepare the dataset with tokenizer.reuse={join(train.init_from, 'tokenizer')}"])
 
 
 def run_config_of(train: train_config.TrainConfig, model: Any, data: str, manifest: dict) -> dict:

@@ -134,6 +134,9 @@ class TokenizerConfig:
     """Threads SentencePiece trains with."""
     seed: int = 1
     """SentencePiece's random seed (its default is a fresh one per run, which is not reproducible)."""
+    reuse: str | None = None
+    """A tokenizer directory (a model package's `tokenizer/`, local or s3://) to copy instead of
+    training one: a model trained on an earlier dataset can then go on training on this one."""
 
     def problems(self) -> list[str]:
         out = at_least(self, 16, "vocab_size")

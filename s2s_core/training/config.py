@@ -131,6 +131,10 @@ class TrainConfig:
     """Validation, best-model selection and early stopping."""
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     """Checkpoint frequency and retention."""
+    init_from: str | None = None
+    """A model package (local or s3://) whose weights start the training instead of random ones:
+    continued training. Same model config; the dataset must use the package's tokenizer (prepare
+    it with `tokenizer.reuse=PKG/tokenizer`). A run's own checkpoint, when resuming, wins."""
 
     def problems(self) -> list[str]:
         return config_lib.at_least(self, 1, "max_steps", "log_every") + config_lib.at_least(self, 0, "max_epochs")

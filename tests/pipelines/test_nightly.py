@@ -80,6 +80,21 @@ def test_nightly_trains_promotes_and_serves_submissions_then_does_nothing_the_se
     new_runs = [name for name in flow_run_names() if name not in runs_before]
     assert all(name.startswith("nightly-") for name in new_runs), new_runs  # no prepare, train or bulk run
 
+    # A third drop, continuing the promoted model: its tokenizer is reused and its weights start the run.
+    (folder / "drops" / "2026-11-25").mkdir()
+    extra = sample_pairs("train")[3000:4000]
+    (folder / "drops" / "2026-11-25" / "pairs.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in extra))
+    third = nightly(overrides=[*overrides(folder), "on_new_data=continue"])
+    assert third["prepared"] and third["trained"] and third["data_key"] != first["data_key"]
+    night3 = json.loads((folder / "root" / "nightly.json").read_text())
+    assert night3["continued_from"] == pointer["model"] and night3["scores"]["promoted"] is not None
+    manifest = json.loads(Path(night3["dataset"], "manifest.json").read_text())
+    package = json.loads(Path(pointer["model"], "metadata.json").read_text())["files"]
+    assert manifest["tokenizer"]["reused_from"] == str(Path(pointer["model"], "tokenizer"))
+    assert all(package[f["path"]]["sha256"] == f["sha256"] for f in manifest["tokenizer"]["files"])
+    run_config = json.loads(Path(night3["run"], "config.json").read_text())
+    assert run_config["train"]["init_from"] == pointer["model"]
+
 
 class Outage:
     """A TCP forwarder to the real S3 server that refuses connections (nothing listens on its

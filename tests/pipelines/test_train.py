@@ -262,3 +262,12 @@ def test_a_corrupted_checkpoint_is_named(dataset, two_workers, tmp_path, capsys)
     assert code == 3
     line = error_line(capsys)
     assert line.startswith(f"error: {output}/checkpoints/checkpoint-0000020/model.safetensors: truncated or altered")
+
+
+def test_init_from_a_package_with_another_tokenizer_is_refused(dataset, tiny_package, tmp_path, capsys):
+    """Continued training reads the package's weights with the dataset's token ids: they must agree."""
+    code = train(dataset, tmp_path / "continued", *TINY, "max_steps=2", f"init_from={tiny_package}")
+    assert code == 2
+    message = capsys.readouterr().err.strip()
+    assert "has another tokenizer than the dataset" in message and f"tokenizer.reuse={tiny_package}/tokenizer" in message
+    assert not (tmp_path / "continued").exists()
