@@ -159,6 +159,39 @@ def _run_bulk(args: argparse.Namespace, settings: settings_module.Settings, conf
     return 0
 
 
+def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="score a model package on a test set (BLEU, chrF with sacrebleu signatures)",
+                       description="TEST: a prepared dataset (its test split), a TSV (source, reference[, origin]) "
+                                   "or a Parquet file (source, target[, origin]). Writes OUTPUT/report.json and .md.")
+    p.add_argument("--model", required=True, metavar="URI", help="model package")
+    p.add_argument("--test", required=True, metavar="URI", help="test set")
+    p.add_argument("--output", required=True, metavar="URI", help="where report.json and report.md go")
+    p.add_argument("--task", choices=["translate", "summarize"], default="translate")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="resamples for 95%% confidence intervals")
+    p.add_argument("--config", metavar="FILE", help="YAML file of decoding options")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="decoding options, e.g. beam_size=5")
+    p.set_defaults(run=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace, settings: settings_module.Settings) -> int:
+    from pipelines.evaluate.flow import evaluate_model, read_test_set
+    from pipelines.generate.worker import package_id, resolve_generation
+    from pipelines.storage import Storage, absolute
+
+    storage = Storage(settings.s3)
+    resolve_generation(args.config, args.overrides)  # fail fast, before Prefect starts
+    package_id(storage, absolute(args.model))
+    read_test_set(storage, absolute(args.test))
+    report = evaluate_model(model=args.model, test=args.test, output=args.output, task=args.task,
+                            config_file=args.config, overrides=args.overrides, bootstrap=args.bootstrap)
+    scores = report["scores"]
+    for metric in ("bleu", "chrf"):
+        ci = f" ± {scores[metric + '_ci95']}" if metric + "_ci95" in scores else ""
+        print(f"{metric.upper() if metric == 'bleu' else 'chrF'} = {scores[metric]}{ci}  {scores['signature'][metric]}")
+    print(f"report: {args.output}/report.json, report.md")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="s2s", description="Sequence-to-sequence pipelines on Ray + Prefect.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
@@ -168,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     _train_parser(sub)
     _generate_parser(sub, "translate", "translate")
     _generate_parser(sub, "summarize", "summarize")
+    _evaluate_parser(sub)
     from pipelines.orchestrate.commands import add_parsers
     add_parsers(sub)
     for command in sub.choices.values():  # the global options also work after the command

@@ -1,0 +1,1 @@
+"""`s2s evaluate`: score a model package on a test set."""
