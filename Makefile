@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv demo test test-fast bench clean
+.PHONY: venv demo test test-fast bench bench-quality clean
 
 venv: $(STAMP)
 
@@ -21,29 +21,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
+# make demo [TASK=translate|summarize] [QUICK=1] [CLEAN=1]; S2S_DEMO_S3=1 writes to a local S3 server.
+TASK ?= translate
 demo: $(STAMP)
-	$(VENV)/bin/s2s prepare \
-	    --input data/sample/en-it/train.tsv \
-	    --valid data/sample/en-it/dev.tsv \
-	    --test data/sample/en-it/test.tsv \
-	    --output demo-output/dataset \
-	    tokenizer.vocab_size=4000
-	$(VENV)/bin/s2s train \
-	    --data demo-output/dataset \
-	    --output demo-output/train \
-	    --workers 2 \
-	    preset=transformer-small max_steps=300 log_every=10 \
-	    optim.lr=1e-3 schedule.warmup_steps=100 batching.max_tokens=2048 \
-	    validation.every_steps=100 validation.decode_sentences=100 checkpoint.every_steps=100
-	$(VENV)/bin/s2s translate \
-	    --model demo-output/train/model \
-	    --input demo-output/dataset/test \
-	    --output demo-output/translations \
-	    --id-column id \
-	    --workers 2 \
-	    --unit-mb 0.01 \
-	    --overwrite \
-	    --show 5
+	$(VENV)/bin/s2s demo --task $(TASK) $(if $(filter-out 0,$(QUICK)),--quick) $(if $(filter-out 0,$(CLEAN)),--clean)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
@@ -53,10 +34,16 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/prepare.py
-	$(PIP) install -q -c constraints.txt transformers ctranslate2
+	$(PIP) install -q -c constraints.txt transformers ctranslate2 accelerate
 	$(PY) bench/train_throughput.py
 	$(PY) bench/generate.py
 	$(PY) bench/bulk.py
+
+# Two hours at the default: M minutes of training for ours, then for Hugging Face's Seq2SeqTrainer.
+MINUTES ?= 60
+bench-quality: $(STAMP)
+	$(PIP) install -q -c constraints.txt transformers accelerate
+	$(PY) bench/quality.py --minutes $(MINUTES)
 
 clean:
 	rm -rf demo-output bench/out

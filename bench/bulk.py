@@ -39,7 +39,7 @@ from s2s_core.generation import GenerationConfig, Translator  # noqa: E402
 from s2s_core.models import build_model, model_config  # noqa: E402
 from s2s_core.package import load_package, save_package  # noqa: E402
 from s2s_core.tokenizer import Tokenizer, train_sentencepiece  # noqa: E402
-from tests.s3_server import run_s3_server  # noqa: E402
+from pipelines.local_s3 import run_s3_server  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "en-it"
 OUT_MD = REPO / "bench" / "out" / "bulk.md"

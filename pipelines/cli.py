@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
 from typing import Sequence
@@ -120,7 +121,7 @@ def _generate_parser(sub: argparse._SubParsersAction, name: str, what: str) -> N
 def _run_generate(args: argparse.Namespace, settings: settings_module.Settings) -> int:
     from pipelines.generate.worker import resolve_generation
 
-    config = resolve_generation(args.config, args.overrides)
+    config = resolve_generation(args.config, args.overrides, args.task)
     if args.input is None:
         from pipelines.generate.interactive import generate_lines
         return generate_lines(settings, args.task, args.model, config, args.text)
@@ -160,36 +161,65 @@ def _run_bulk(args: argparse.Namespace, settings: settings_module.Settings, conf
 
 
 def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="score a model package on a test set (BLEU, chrF with sacrebleu signatures)",
+    p = sub.add_parser("evaluate", help="score a model package on a test set (BLEU/chrF or ROUGE, with signatures)",
                        description="TEST: a prepared dataset (its test split), a TSV (source, reference[, origin]) "
-                                   "or a Parquet file (source, target[, origin]). Writes OUTPUT/report.json and .md.")
+                                   "or a Parquet file (source, target[, origin]). Writes OUTPUT/report.json, "
+                                   "report.md and outputs.txt.")
     p.add_argument("--model", required=True, metavar="URI", help="model package")
     p.add_argument("--test", required=True, metavar="URI", help="test set")
-    p.add_argument("--output", required=True, metavar="URI", help="where report.json and report.md go")
+    p.add_argument("--output", required=True, metavar="URI", help="where report.json, report.md, outputs.txt go")
     p.add_argument("--task", choices=["translate", "summarize"], default="translate")
+    p.add_argument("--metrics", type=lambda text: [m.strip() for m in text.split(",") if m.strip()],
+                   metavar="LIST", help="bleu,chrf,rouge (default: bleu,chrf to translate, rouge to summarize)")
+    p.add_argument("--baseline", metavar="URI", help="a second package: is --model significantly better or worse?")
     p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="resamples for 95%% confidence intervals")
+    p.add_argument("--resamples", type=int, default=1000, metavar="N", help="paired bootstrap resamples (--baseline)")
     p.add_argument("--config", metavar="FILE", help="YAML file of decoding options")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="decoding options, e.g. beam_size=5")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="decoding options, e.g. beam_size=5 or preset=summarize-short")
     p.set_defaults(run=_run_evaluate)
 
 
 def _run_evaluate(args: argparse.Namespace, settings: settings_module.Settings) -> int:
-    from pipelines.evaluate.flow import evaluate_model, read_test_set
+    from pipelines.evaluate.flow import check_metrics, evaluate_model, read_test_set, score_lines
     from pipelines.generate.worker import package_id, resolve_generation
     from pipelines.storage import Storage, absolute
 
     storage = Storage(settings.s3)
-    resolve_generation(args.config, args.overrides)  # fail fast, before Prefect starts
-    package_id(storage, absolute(args.model))
+    check_metrics(args.task, args.metrics)  # fail fast, before Prefect starts
+    resolve_generation(args.config, args.overrides, args.task)
+    for package in filter(None, (args.model, args.baseline)):
+        package_id(storage, absolute(package))
     read_test_set(storage, absolute(args.test))
     report = evaluate_model(model=args.model, test=args.test, output=args.output, task=args.task,
-                            config_file=args.config, overrides=args.overrides, bootstrap=args.bootstrap)
-    scores = report["scores"]
-    for metric in ("bleu", "chrf"):
-        ci = f" ± {scores[metric + '_ci95']}" if metric + "_ci95" in scores else ""
-        print(f"{metric.upper() if metric == 'bleu' else 'chrF'} = {scores[metric]}{ci}  {scores['signature'][metric]}")
+                            metrics=args.metrics, baseline=args.baseline, config_file=args.config,
+                            overrides=args.overrides, bootstrap=args.bootstrap, resamples=args.resamples)
+    print("\n".join(score_lines(report)))
+    for name, row in report.get("comparison", {}).get("scores", {}).items():
+        print(f"{name}: {row['candidate']} vs baseline {row['baseline']} ({row['delta']:+.2f}, p = {row['p_value']})")
     print(f"report: {args.output}/report.json, report.md")
     return 0
+
+
+def _demo_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the whole pipeline on the committed sample: prepare, train, evaluate, bulk, report",
+                       description="What `make demo` runs. Everything goes under OUTPUT/TASK[-quick]; a second run "
+                                   "reuses every stage whose output is still valid. S2S_DEMO_S3=1 writes to a local "
+                                   "SeaweedFS S3 server that the demo starts and stops.")
+    p.add_argument("--task", choices=["translate", "summarize"], default="translate")
+    p.add_argument("--quick", action="store_true", help="a tiny model and a few steps: a smoke run in under 3 minutes")
+    p.add_argument("--clean", action="store_true", help="discard this demo's earlier outputs first")
+    p.add_argument("--output", default="demo-output", metavar="DIR", help="default: demo-output")
+    p.set_defaults(run=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace, settings: settings_module.Settings) -> int:
+    from pathlib import Path
+
+    from pipelines.demo import run_demo
+
+    s3 = os.environ.get("S2S_DEMO_S3", "") not in ("", "0")
+    return run_demo(args.task, args.quick, args.clean, Path(args.output), s3)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     _generate_parser(sub, "translate", "translate")
     _generate_parser(sub, "summarize", "summarize")
     _evaluate_parser(sub)
+    _demo_parser(sub)
     from pipelines.orchestrate.commands import add_parsers
     add_parsers(sub)
     for command in sub.choices.values():  # the global options also work after the command

@@ -1,22 +1,148 @@
-"""Corpus scores with sacrebleu, always with its signature so numbers are comparable to
-published ones (detokenized text in, sacrebleu's own tokenization)."""
+"""Corpus scores that compare with published numbers, always with a signature saying how they
+were computed.
+
+- BLEU and chrF: sacrebleu on detokenized text (its own tokenization), with its signatures.
+- ROUGE-1/2/L: F1 x 100 from Google's `rouge-score` (the ROUGE-1.5.5 re-implementation), Porter
+  stemming on; the corpus score is the mean over sentences, as rouge-score's aggregator reports it.
+- A paired bootstrap test between two systems on the same references (Koehn, 2004).
+"""
 
 from __future__ import annotations
 
+from importlib.metadata import version
+from typing import Sequence
+
+import numpy as np
 from sacrebleu.metrics import BLEU, CHRF
 
+SACREBLEU_METRICS = {"bleu": BLEU, "chrf": CHRF}
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+METRICS = ("bleu", "chrf", "rouge")
+BOOTSTRAP_SEED = 12345  # sacrebleu's own seed: the same resamples every run
+DEFAULT_METRICS = {"translate": ("bleu", "chrf"), "summarize": ("rouge",)}
 
-def translation_scores(hypotheses: list[str], references: list[str], bootstrap: int = 0) -> dict:
-    """{'bleu', 'chrf', 'signature': {...}, 'sentences'} and, with `bootstrap` > 1 resamples,
-    'bleu_ci95' and 'chrf_ci95': the half-width of sacrebleu's 95% bootstrap interval."""
+
+def rouge_signature() -> str:
+    return f"rouge-score:{version('rouge-score')}|stemmer:porter|f1|mean-of-sentences"
+
+
+def corpus_scores(hypotheses: Sequence[str], references: Sequence[str], metrics: Sequence[str] = ("bleu", "chrf"),
+                  bootstrap: int = 0) -> dict:
+    """{'sentences', 'signature': {...}} plus, per metric: 'bleu', 'chrf', or 'rouge1', 'rouge2',
+    'rougeL' with 'output_words', 'reference_words'. With `bootstrap` > 1 resamples, each score
+    also has '<name>_ci95': the half-width of its 95% bootstrap interval."""
+    _check_lengths(hypotheses, references)
+    unknown = sorted(set(metrics) - set(METRICS))
+    if unknown:
+        raise ValueError(f"unknown metric {unknown[0]!r} (valid: {', '.join(METRICS)})")
+    out: dict = {"sentences": len(hypotheses), "signature": {}}
+    for name in metrics:
+        if name == "rouge":
+            out.update(_rouge_scores(hypotheses, references, bootstrap))
+            out["signature"]["rouge"] = rouge_signature()
+        else:
+            scores, out["signature"][name] = _sacrebleu_score(name, hypotheses, references, bootstrap)
+            out.update(scores)
+    return out
+
+
+def translation_scores(hypotheses: Sequence[str], references: Sequence[str], bootstrap: int = 0) -> dict:
+    """BLEU and chrF (see `corpus_scores`)."""
+    return corpus_scores(hypotheses, references, ("bleu", "chrf"), bootstrap)
+
+
+def _sacrebleu_score(name: str, hypotheses: Sequence[str], references: Sequence[str],
+                     bootstrap: int) -> tuple[dict, str]:
+    """({name: score[, name_ci95: half-width]}, signature); the signature records the resamples."""
+    metric = SACREBLEU_METRICS[name]()
+    score = metric.corpus_score(list(hypotheses), [list(references)], n_bootstrap=max(bootstrap, 1))
+    out = {name: round(score.score, 2)}
+    if bootstrap > 1:
+        out[f"{name}_ci95"] = round(float(score._ci), 2)  # sacrebleu's own mean ± 95% CI
+    return out, str(metric.get_signature())
+
+
+def sentence_rouge(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, np.ndarray]:
+    """Per-sentence F1 x 100 for each of ROUGE_TYPES: {type: float array of shape [sentences]}."""
+    from rouge_score.rouge_scorer import RougeScorer
+
+    scorer = RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+    rows = [scorer.score(reference, hypothesis) for hypothesis, reference in zip(hypotheses, references)]
+    return {kind: np.array([row[kind].fmeasure * 100 for row in rows], dtype=np.float64) for kind in ROUGE_TYPES}
+
+
+def _rouge_scores(hypotheses: Sequence[str], references: Sequence[str], bootstrap: int) -> dict:
+    per_sentence = sentence_rouge(hypotheses, references)
+    out: dict = {kind: round(float(values.mean()), 2) if len(values) else 0.0 for kind, values in per_sentence.items()}
+    if bootstrap > 1 and len(hypotheses):
+        samples = _resamples(len(hypotheses), bootstrap)
+        for kind, values in per_sentence.items():
+            means = values[samples].mean(axis=1)  # [bootstrap]
+            out[f"{kind}_ci95"] = round(float(1.96 * means.std()), 2)
+    out["output_words"] = round(_mean_words(hypotheses), 2)
+    out["reference_words"] = round(_mean_words(references), 2)
+    return out
+
+
+def _mean_words(texts: Sequence[str]) -> float:
+    return float(np.mean([len(text.split()) for text in texts])) if texts else 0.0
+
+
+def _resamples(sentences: int, count: int) -> np.ndarray:
+    """[count, sentences] sentence indices drawn with replacement, the same every run."""
+    return np.random.default_rng(BOOTSTRAP_SEED).integers(0, sentences, size=(count, sentences))
+
+
+def paired_bootstrap(baseline: Sequence[str], candidate: Sequence[str], references: Sequence[str],
+                     metrics: Sequence[str], resamples: int = 1000) -> dict[str, dict]:
+    """Is `candidate` better or worse than `baseline` on the same references?
+
+    Returns {score name: {'baseline', 'candidate', 'delta', 'p_value'}} for every score of
+    `metrics` ('bleu', 'chrf', or 'rouge1', 'rouge2', 'rougeL' for 'rouge'). `p_value` is the
+    chance of a difference at least this large if both systems were equally good: both are
+    scored on the same `resamples` resamples of the sentences (paired bootstrap, Koehn 2004).
+    """
+    _check_lengths(baseline, references)
+    _check_lengths(candidate, references)
+    samples = _resamples(len(references), resamples)  # [resamples, sentences]
+    out: dict[str, dict] = {}
+    for name in metrics:
+        if name == "rouge":
+            base_rouge, cand_rouge = sentence_rouge(baseline, references), sentence_rouge(candidate, references)
+            for kind in ROUGE_TYPES:
+                out[kind] = _paired_test(base_rouge[kind].mean(), cand_rouge[kind].mean(),
+                                         base_rouge[kind][samples].mean(axis=1), cand_rouge[kind][samples].mean(axis=1))
+        else:
+            metric = SACREBLEU_METRICS[name]()
+            base_stats, cand_stats = (np.array(metric._extract_corpus_statistics(list(h), [list(references)]))
+                                      for h in (baseline, candidate))  # [sentences, statistics]
+            out[name] = _paired_test(_score_of(metric, base_stats.sum(0)), _score_of(metric, cand_stats.sum(0)),
+                                     np.array([_score_of(metric, base_stats[row].sum(0)) for row in samples]),
+                                     np.array([_score_of(metric, cand_stats[row].sum(0)) for row in samples]))
+    return out
+
+
+def _score_of(metric, statistics: np.ndarray) -> float:
+    """A sacrebleu corpus score from summed sufficient statistics (the way sacrebleu's own
+    significance tests resample)."""
+    return float(metric._compute_score_from_stats(list(statistics)).score)
+
+
+def _paired_test(baseline: float, candidate: float, baseline_resampled: np.ndarray,
+                 candidate_resampled: np.ndarray) -> dict:
+    observed = candidate - baseline
+    deltas = candidate_resampled - baseline_resampled  # [resamples]
+    # Centre the resampled differences on 0 (the null hypothesis) and count how often chance
+    # alone gives a difference at least as large as the observed one.
+    extreme = np.abs(deltas - deltas.mean()) >= abs(observed) - 1e-9
+    return _comparison(baseline, candidate, (int(extreme.sum()) + 1) / (len(deltas) + 1))
+
+
+def _comparison(baseline: float, candidate: float, p_value: float) -> dict:
+    return {"baseline": round(float(baseline), 2), "candidate": round(float(candidate), 2),
+            "delta": round(float(candidate - baseline), 2), "p_value": round(p_value, 4)}
+
+
+def _check_lengths(hypotheses: Sequence[str], references: Sequence[str]) -> None:
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} references")
-    resamples = bootstrap if bootstrap > 1 else 1
-    out: dict = {"sentences": len(hypotheses), "signature": {}}
-    for name, metric in (("bleu", BLEU()), ("chrf", CHRF())):
-        score = metric.corpus_score(hypotheses, [references], n_bootstrap=resamples)
-        out[name] = round(score.score, 2)
-        out["signature"][name] = str(metric.get_signature())
-        if resamples > 1:
-            out[f"{name}_ci95"] = round(float(score._ci), 2)  # sacrebleu's own mean ± 95% CI
-    return out

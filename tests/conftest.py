@@ -47,7 +47,7 @@ def prefect_api():
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """A real SeaweedFS S3 server over HTTP on 127.0.0.1 with enforced credentials."""
-    from tests.s3_server import run_s3_server
+    from pipelines.local_s3 import run_s3_server
 
     with run_s3_server(tmp_path_factory.mktemp("seaweedfs")) as server:
         yield server

@@ -94,7 +94,7 @@ def bulk_generate(task: str, model: str, input: str, output: str, column: str = 
         registry.claim(submission, str(flow_run.id), live_run)
     try:
         summary = _run(settings, storage, task, model, input, output, Columns(column, id_column),
-                       resolve_generation(config_file, overrides or []), workers, cpus_per_worker,
+                       resolve_generation(config_file, overrides or [], task), workers, cpus_per_worker,
                        gpus_per_worker, overwrite, unit_mb)
     except BaseException as err:
         if registry:

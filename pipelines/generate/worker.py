@@ -25,8 +25,9 @@ from pipelines.generate.rows import UnitRows, read_unit
 from pipelines.generate.units import Columns, Unit
 from pipelines.storage import NotFound, Storage, is_s3, join
 from s2s_core.config import build, load_yaml, merge, parse_overrides
-from s2s_core.errors import CheckpointError
+from s2s_core.errors import CheckpointError, ConfigError
 from s2s_core.generation import GenerationConfig, Summarizer, TextResult, Translator
+from s2s_core.generation.config import DECODING_PRESETS
 
 TEXT_LAYERS = {"translate": Translator, "summarize": Summarizer}
 FLAGS = ("split", "truncated", "empty")
@@ -54,10 +55,18 @@ class JobSpec:
     threads: int = 1
 
 
-def resolve_generation(config_file: str | None, overrides: list[str]) -> GenerationConfig:
-    """Decoding options: defaults <- YAML file <- key=value overrides, checked once."""
-    data = load_yaml(config_file) if config_file else {}
-    return build(GenerationConfig, merge(data, parse_overrides(overrides)))
+def resolve_generation(config_file: str | None, overrides: list[str], task: str = "translate") -> GenerationConfig:
+    """Decoding options: defaults <- preset (`preset=NAME`, else the task's) <- YAML file <-
+    key=value overrides, checked once.
+
+    Raises:
+        ConfigError: an unknown preset, key or bad value.
+    """
+    data = merge(load_yaml(config_file) if config_file else {}, parse_overrides(overrides))
+    preset = str(data.pop("preset", task))
+    if preset not in DECODING_PRESETS:
+        raise ConfigError([f"unknown decoding preset {preset!r} (valid presets: {', '.join(DECODING_PRESETS)})"])
+    return build(GenerationConfig, merge(DECODING_PRESETS[preset], data))
 
 
 def output_uri(output: str, unit_id: str) -> str:

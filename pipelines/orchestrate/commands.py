@@ -115,7 +115,7 @@ def _checked_submission(args: argparse.Namespace, settings: Settings, storage: S
     if model is None:
         raise ConfigError(["`--model` is required: no model has been promoted yet (the nightly flow promotes one)"])
     output, unit_mb = absolute(args.output), float(defaults.get("unit_mb", 32.0))
-    config = resolve_generation(project_path(defaults.get("config_file")), args.overrides)
+    config = resolve_generation(project_path(defaults.get("config_file")), args.overrides, args.task)
     planned = plan_job(storage, args.task, absolute(model), absolute(args.input), output,
                        Columns(args.column, args.id_column), config, 1, 0, unit_mb)
     check_output(storage, output, planned.identity, overwrite=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -39,6 +40,10 @@ def check_api(api_url: str) -> None:
                                  "`s2s serve`, or set PREFECT_API_URL to a running server")
 
 
+READY_GRACE_S = 30.0
+"""How long `submit` waits for a deployment that exists to be marked served."""
+
+
 def deployment(name: str) -> Any:
     """Deployment `flow/deployment` (id, parameters...) that a runner or worker is serving.
 
@@ -49,17 +54,24 @@ def deployment(name: str) -> Any:
     from prefect.client.schemas.objects import DeploymentStatus
     from prefect.exceptions import ObjectNotFound
 
-    with client() as prefect:
-        try:
-            found = prefect.read_deployment_by_name(name)
-        except ObjectNotFound:
-            known = sorted(d.name for d in prefect.read_deployments())
-            raise OrchestrationError(f"no deployment {name!r} on the Prefect API (known: {', '.join(known) or 'none'}); "
-                                     "is `s2s serve` running with deploy/prefect.yaml?") from None
-    if found.status != DeploymentStatus.READY:
-        raise OrchestrationError(f"deployment {name!r} exists but no runner or worker is serving it: start "
-                                 "`s2s serve` (or a Prefect worker on its work pool)")
-    return found
+    # A runner marks its deployments READY with its first poll, a few seconds after `s2s serve`
+    # says it is serving: a submit typed right after it waits for that instead of failing.
+    deadline = time.monotonic() + READY_GRACE_S
+    while True:
+        with client() as prefect:
+            try:
+                found = prefect.read_deployment_by_name(name)
+            except ObjectNotFound:
+                known = sorted(d.name for d in prefect.read_deployments())
+                raise OrchestrationError(f"no deployment {name!r} on the Prefect API (known: "
+                                         f"{', '.join(known) or 'none'}); is `s2s serve` running with "
+                                         "deploy/prefect.yaml?") from None
+        if found.status == DeploymentStatus.READY:
+            return found
+        if time.monotonic() > deadline:
+            raise OrchestrationError(f"deployment {name!r} exists but no runner or worker is serving it: start "
+                                     "`s2s serve` (or a Prefect worker on its work pool)")
+        time.sleep(1.0)
 
 
 def run_state(flow_run_id: str | None) -> str | None:

@@ -79,6 +79,7 @@ def prepare_corpus(inputs: list[str], output: str, valid_inputs: list[str] | Non
     existing = job.check_output(storage, output, new_id, overwrite)
     if existing is not None:
         logger.info("%s already holds this dataset (%s): nothing to do", output, new_id[:12])
+        print(f"{output} already holds this dataset ({new_id[:12]}): nothing to do", file=sys.stderr)
         return existing
     maps, shards, rejects = shard_job(storage, plan, config, output)
     manifest = job.build_manifest(new_id, fingerprints, config, maps, shards, rejects, None, plan)

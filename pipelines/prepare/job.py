@@ -76,7 +76,7 @@ def check_output(storage: Storage, output: str, new_id: str, overwrite: bool) ->
     manifest_uri = join(output, MANIFEST)
     if storage.exists(manifest_uri):
         old = json.loads(storage.read_bytes(manifest_uri))
-        if old.get("dataset_id") == new_id and not overwrite:
+        if old.get("dataset_id") == new_id:  # `overwrite` is for a different dataset: this one is done
             return old
         if not overwrite:
             raise OutputError(output, f"already holds a different dataset (id {old.get('dataset_id', '?')[:12]}); "

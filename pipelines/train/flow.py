@@ -7,6 +7,7 @@ runs inside Ray workers). A crashed worker is restarted by Ray Train from its la
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import sys
@@ -64,7 +65,17 @@ def train_model(data: str, output: str, config_file: str | None = None, override
         rows = [json.loads(line) for line in storage.read_bytes(valid_uri).decode().splitlines() if line]
         create_table_artifact(rows, key="train-validation",
                               description=f"validation scores by step; curves: {join(output, 'metrics', 'curves.png')}")
+    curves_uri = join(output, "metrics", "curves.png")
+    if storage.exists(curves_uri):
+        create_markdown_artifact(curves_markdown(storage.read_bytes(curves_uri), curves_uri), key="train-curves",
+                                 description="loss, learning rate and validation scores by step")
     return metadata
+
+
+def curves_markdown(png: bytes, uri: str) -> str:
+    """The curves as a markdown image. The PNG travels inside it (a data URI) because the
+    Prefect UI cannot read the run's storage; about 60 KB."""
+    return f"![training curves](data:image/png;base64,{base64.b64encode(png).decode()})\n\n`{uri}`\n"
 
 
 def summary_markdown(metadata: dict, output: str) -> str:

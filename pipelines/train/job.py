@@ -30,7 +30,7 @@ from s2s_core.errors import CheckpointError, ConfigError, InputError, OutputErro
 from s2s_core.tokenizer import Tokenizer
 from s2s_core.training import config as train_config
 
-RESUMABLE_CHANGES = {"max_steps", "max_epochs"}  # a rerun may extend training without --force
+RESUMABLE_CHANGES = {"max_steps", "max_epochs", "max_minutes"}  # a rerun may extend training without --force
 
 
 def resolve_config(config_file: str | None, overrides: list[str]) -> tuple[train_config.TrainConfig, Any]:

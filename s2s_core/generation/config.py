@@ -59,3 +59,19 @@ class GenerationConfig:
     def length_limit(self, source_tokens: int) -> int:
         """Most tokens (before EOS) generated for a source of `source_tokens` tokens."""
         return min(int(self.max_len_a * source_tokens) + self.max_len_b, self.max_length)
+
+
+DECODING_PRESETS: dict[str, dict] = {
+    "translate": {},
+    # Summaries are short whatever the source length (median 7 words from 51 here): a fixed length
+    # limit instead of one proportional to the source, no repeated trigrams (the usual fix for
+    # looping summaries), and length penalties that trade brevity against coverage.
+    "summarize": {"max_len_a": 0.0, "max_len_b": 48, "min_length": 2, "no_repeat_ngram_size": 3,
+                  "length_penalty": 1.0},
+    "summarize-short": {"max_len_a": 0.0, "max_len_b": 24, "min_length": 2, "no_repeat_ngram_size": 3,
+                        "length_penalty": 0.6},
+    "summarize-long": {"max_len_a": 0.0, "max_len_b": 96, "min_length": 8, "no_repeat_ngram_size": 3,
+                       "length_penalty": 2.0},
+}
+"""Named decoding defaults (`preset=NAME`); a task uses the preset of its name unless told otherwise.
+Options from a YAML file or `key=value` still override a preset's."""

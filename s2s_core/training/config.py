@@ -117,6 +117,9 @@ class TrainConfig:
     """Optimiser steps to train for."""
     max_epochs: int = 0
     """Also stop after this many passes over the train split; 0 means no limit."""
+    max_minutes: float = 0
+    """Also stop after this many minutes of training steps (validation and checkpoints not
+    counted; the same step on every worker; kept across resumes); 0 means no limit."""
     seed: int = 1
     """Seeds parameter init, batch order and dropout (reproducible for any worker count)."""
     log_every: int = 10
@@ -137,7 +140,7 @@ class TrainConfig:
     it with `tokenizer.reuse=PKG/tokenizer`). A run's own checkpoint, when resuming, wins."""
 
     def problems(self) -> list[str]:
-        return config_lib.at_least(self, 1, "max_steps", "log_every") + config_lib.at_least(self, 0, "max_epochs")
+        return config_lib.at_least(self, 1, "max_steps", "log_every") + config_lib.at_least(self, 0, "max_epochs", "max_minutes")
 
 
 def resolve(data: dict[str, Any]) -> tuple[TrainConfig, Any]:

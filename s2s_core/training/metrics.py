@@ -54,29 +54,34 @@ class History:
 
 
 def plot_curves(history: History, path: Path) -> Path:
-    """Training and validation loss against steps, and BLEU/chrF when validation decoded."""
+    """Loss (train and validation), learning rate, and validation BLEU/chrF when validation
+    decoded, side by side against the optimizer step."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     has_scores = any(r.get("bleu") is not None for r in history.valid)
-    fig, axes = plt.subplots(1, 2 if has_scores else 1, figsize=(11 if has_scores else 6, 4), squeeze=False)
-    loss_ax = axes[0][0]
+    panels = 3 if has_scores else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4), squeeze=False)
+    loss_ax, lr_ax = axes[0][0], axes[0][1]
     loss_ax.plot([r["step"] for r in history.train], [r["loss"] for r in history.train], label="train loss", lw=1)
     if history.valid:
         loss_ax.plot([r["step"] for r in history.valid], [r["valid_loss"] for r in history.valid],
                      "o-", label="validation loss")
     loss_ax.set(xlabel="step", ylabel="label-smoothed loss (nats/token)", title="Loss")
-    loss_ax.grid(alpha=0.3)
     loss_ax.legend()
+    lr_ax.plot([r["step"] for r in history.train], [r.get("lr", float("nan")) for r in history.train], color="C2")
+    lr_ax.set(xlabel="step", ylabel="learning rate", title="Learning rate")
+    lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
     if has_scores:
-        score_ax = axes[0][1]
+        score_ax = axes[0][2]
         steps = [r["step"] for r in history.valid]
         score_ax.plot(steps, [r["bleu"] for r in history.valid], "o-", label="BLEU")
         score_ax.plot(steps, [r["chrf"] for r in history.valid], "s-", label="chrF")
-        score_ax.set(xlabel="step", ylabel="score", title="Validation (greedy)")
-        score_ax.grid(alpha=0.3)
+        score_ax.set(xlabel="step", ylabel="score (sacrebleu, 0-100)", title="Validation (greedy decoding)")
         score_ax.legend()
+    for ax in axes[0]:
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

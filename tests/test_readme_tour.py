@@ -1,0 +1,138 @@
+"""The README's tour, run command by command as a user would type them: real processes, the
+S3 server of the test session, a local Prefect server started by `s2s serve`, and a Ray head
+started by `ray start`.
+
+The commands are read from the README itself, so the tour cannot drift from what works. Two
+things are added for a shared test machine, never to the commands' meaning: `ray start` gets its
+own temp dir and free ports for everything but the GCS port the tour names (the test session's
+own Ray runs beside it), and every background process is stopped by process group at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tests.pipelines.test_cluster import _port_flags, free_ports
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+READY = {"s2s serve": "serving ", "ray start": "Ray runtime started"}
+
+
+def tour_commands(readme: str) -> list[tuple[str, bool]]:
+    """(command, runs in the background) for every line of the bash blocks under '## Tour'."""
+    section = readme.split("\n## Tour\n", 1)[1].split("\n## ", 1)[0]
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                commands.append((line.removesuffix("&").strip(), line.endswith("&")))
+    return commands
+
+
+def test_the_tour_has_every_step():
+    commands = [c for c, _ in tour_commands((REPO / "README.md").read_text())]
+    for step in ("s2s prepare", "s2s train", "s2s evaluate", "s2s translate", "s2s serve", "s2s submit",
+                 "ray start --head", "s2s --ray-address"):
+        assert any(c.startswith(step) for c in commands), step
+    assert any("s3://" in c for c in commands if c.startswith("s2s translate"))
+
+
+class Tour:
+    def __init__(self, folder: Path, env: dict[str, str]) -> None:
+        self.folder, self.env = folder, env
+        self.background: list[tuple[subprocess.Popen, Path]] = []
+        self.outputs: dict[str, str] = {}
+
+    def argv(self, command: str) -> list[str]:
+        argv = shlex.split(command)
+        argv[0] = str(BIN / argv[0])
+        if command.startswith("ray start"):
+            # A temp dir of its own (short: Ray's socket paths must stay under 108 bytes) and
+            # free ports for its agents and workers: the test session's Ray runs beside it.
+            argv += ["--temp-dir", tempfile.mkdtemp(prefix="tour-ray-", dir="/tmp"), "--include-dashboard", "false",
+                     "--disable-usage-stats", *_port_flags(free_ports(6)), "--ray-client-server-port",
+                     str(free_ports(1)[0]), "--min-worker-port", "0", "--max-worker-port", "0"]
+        return argv
+
+    def run(self, command: str, background: bool) -> None:
+        if background:
+            self.start(command)
+            return
+        done = subprocess.run(self.argv(command), cwd=self.folder, env=self.env, capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, f"{command}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        self.outputs[command] = done.stdout + done.stderr
+
+    def start(self, command: str) -> None:
+        log = self.folder / f"background-{len(self.background)}.log"
+        with open(log, "wb") as out:
+            process = subprocess.Popen(self.argv(command), cwd=self.folder, env=self.env, stdout=out,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+        self.background.append((process, log))
+        marker = next(text for prefix, text in READY.items() if command.startswith(prefix))
+        deadline = time.monotonic() + 180
+        while marker not in log.read_text(errors="replace"):
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(1)
+
+    def stop(self) -> None:
+        for process, _ in reversed(self.background):
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(timeout=60)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def tour(tmp_path, s3_server):
+    s3_server.create_bucket("tour")
+    for name in ("data", "deploy"):
+        (tmp_path / name).symlink_to(REPO / name)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "RAY_"))}
+    env.update(s3_server.env(), S2S_STATE=str(tmp_path / "state"), PREFECT_HOME=str(tmp_path / "prefect-home"),
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", S2S_LOCAL_RAY_CPUS="2", RAY_USAGE_STATS_ENABLED="0",
+               RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+    tour = Tour(tmp_path, env)
+    yield tour
+    tour.stop()
+
+
+def test_the_readme_tour_runs(tour, s3_server):
+    commands = tour_commands((REPO / "README.md").read_text())
+    with socket.socket() as probe:  # the GCS port the tour names must be free
+        assert probe.connect_ex(("127.0.0.1", 6380)) != 0, "port 6380 is taken: the tour's ray start would fail"
+    for command, background in commands:
+        tour.run(command, background)
+
+    client = s3_server.client()
+    evaluation = json.loads((tour.folder / "tour" / "evaluation" / "report.json").read_text())
+    assert evaluation["scores"]["sentences"] == 500 and "bleu_ci95" in evaluation["scores"]
+    printed = next(out for command, out in tour.outputs.items() if command.startswith("s2s evaluate"))
+    assert "nrefs:1|bs:200|" in printed
+    for output, rows in (("translated/test", 500), ("translated/valid", 500), ("translated/on-cluster", 500)):
+        success = json.loads(client.get_object(Bucket="tour", Key=f"{output}/_SUCCESS")["Body"].read())
+        assert success["rows_out"] == rows and success["error"] == 0, output
+    submitted = next(out for command, out in tour.outputs.items() if command.startswith("s2s submit"))
+    assert "completed" in submitted.lower(), submitted
+    status = next(out for command, out in tour.outputs.items() if command.startswith("s2s status"))
+    assert "translated/valid" in status, status
