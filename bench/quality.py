@@ -124,7 +124,10 @@ def run_hf(dataset: Path, minutes: float) -> dict:
         for i, r in enumerate(rows):
             src[i, :len(r["input_ids"])] = torch.tensor(r["input_ids"])
             labels[i, :len(r["labels"])] = torch.tensor(r["labels"])
-        return {"input_ids": src, "attention_mask": src.ne(PAD_ID).long(), "labels": labels}
+        # With label smoothing the trainer takes the labels out before the forward pass, so the
+        # decoder inputs come from the collator, as DataCollatorForSeq2Seq makes them.
+        return {"input_ids": src, "attention_mask": src.ne(PAD_ID).long(), "labels": labels,
+                "decoder_input_ids": model.prepare_decoder_input_ids_from_labels(labels=labels)}
 
     run = OUT / f"hf-{minutes:g}min"
     budget = TimeBudget()
