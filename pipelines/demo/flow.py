@@ -53,22 +53,12 @@ def demo(task: str = "translate", quick: bool = False, local_root: str = "demo-o
 
     started = _stage(2, f"train: {plan.max_steps} steps on {plan.train_workers} Ray Train worker(s) -> "
                         f"{plan.uri('train')}")
-    if _training_done(storage, plan):
-        print("reusing the finished training run (same config)", file=sys.stderr)
-        results.train = json.loads(storage.read_bytes(join(plan.uri("train"), "model", "metadata.json")))
-    else:
-        results.train = train_model(data=plan.uri("dataset"), output=plan.uri("train"),
-                                    overrides=plan.train_overrides, workers=plan.train_workers, force=True)
+    results.train = _train(storage, plan)
     results.seconds["train"] = time.monotonic() - started
 
     model, test = join(plan.uri("train"), "model"), plan.uri("dataset")
     started = _stage(3, f"evaluate on the test split -> {plan.uri('evaluation')}")
-    results.evaluation = _reusable_report(storage, plan, model, test)
-    if results.evaluation is None:
-        results.evaluation = evaluate_model(model=model, test=test, output=plan.uri("evaluation"), task=plan.task,
-                                            overrides=plan.decoding_overrides)
-    else:
-        print("reusing the evaluation report (same model, test set and decoding options)", file=sys.stderr)
+    results.evaluation = _evaluate(storage, plan, model, test)
     results.seconds["evaluate"] = time.monotonic() - started
 
     started = _stage(4, f"bulk {plan.task}: the test split with a Ray actor pool -> {plan.uri('bulk')}")
@@ -84,6 +74,26 @@ def demo(task: str = "translate", quick: bool = False, local_root: str = "demo-o
     create_markdown_artifact(markdown, key="demo-summary", description=f"make demo ({plan.name})")
     print(summary_text(results), flush=True)
     return results
+
+
+def _train(storage: Storage, plan: DemoPlan) -> dict:
+    """The model package's metadata, training only when no finished run is there to reuse."""
+    if _training_done(storage, plan):
+        print("reusing the finished training run (same config)", file=sys.stderr)
+        return json.loads(storage.read_bytes(join(plan.uri("train"), "model", "metadata.json")))
+    # force: a run with another config at the demo's own output is an older demo; start over.
+    return train_model(data=plan.uri("dataset"), output=plan.uri("train"), overrides=plan.train_overrides,
+                       workers=plan.train_workers, force=True)
+
+
+def _evaluate(storage: Storage, plan: DemoPlan, model: str, test: str) -> dict:
+    """The evaluation report, evaluating only when no report for the same inputs is there."""
+    report = _reusable_report(storage, plan, model, test)
+    if report is not None:
+        print("reusing the evaluation report (same model, test set and decoding options)", file=sys.stderr)
+        return report
+    return evaluate_model(model=model, test=test, output=plan.uri("evaluation"), task=plan.task,
+                          overrides=plan.decoding_overrides)
 
 
 def _training_done(storage: Storage, plan: DemoPlan) -> bool:

@@ -32,7 +32,6 @@ def summary_rows(results: DemoResults) -> list[tuple[str, str]]:
     scores = report["scores"]
     shown = ", ".join(f"{SCORE_NAMES[n]} {scores[n]}" for n in score_names(report["metrics"]))
     signatures = "; ".join(f"{name}: {signature}" for name, signature in scores["signature"].items())
-    throughput = bulk["throughput"]
     return [
         ("corpus", f"{counts['read']:,} pairs read -> {splits}; {rejected:,} rejected, {counts['duplicates']:,} "
                    f"duplicates"),
@@ -43,11 +42,18 @@ def summary_rows(results: DemoResults) -> list[tuple[str, str]]:
         ("curves", results.curves_png or "(none)"),
         (f"test ({scores['sentences']:,} sentences)", shown),
         ("signature", signatures),
-        (f"bulk {results.plan.task}", f"{bulk['rows_out']:,} rows ({bulk['error']} errors) in {throughput['seconds']} s:"
-                                      f" {throughput['rows_per_s']:,.1f} rows/s, {throughput['tokens_per_s']:,.0f} "
-                                      f"tokens/s"),
+        (f"bulk {results.plan.task}", _bulk_line(bulk)),
         ("stage times", ", ".join(f"{stage} {s:,.0f} s" for stage, s in results.seconds.items())),
     ]
+
+
+def _bulk_line(bulk: dict) -> str:
+    done = f"{bulk['rows_out']:,} rows ({bulk['error']} errors)"
+    if bulk.get("units_this_run") == 0:
+        return done + ": every unit was committed by an earlier run"
+    throughput = bulk["throughput"]
+    return (f"{done} in {throughput['seconds']} s: {throughput['rows_per_s']:,.1f} rows/s, "
+            f"{throughput['tokens_per_s']:,.0f} tokens/s")
 
 
 def summary_text(results: DemoResults) -> str:
