@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import traceback
 from typing import Sequence
@@ -218,8 +217,7 @@ def _run_demo(args: argparse.Namespace, settings: settings_module.Settings) -> i
 
     from pipelines.demo import run_demo
 
-    s3 = os.environ.get("S2S_DEMO_S3", "") not in ("", "0")
-    return run_demo(args.task, args.quick, args.clean, Path(args.output), s3)
+    return run_demo(args.task, args.quick, args.clean, Path(args.output), settings.demo_s3)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -49,6 +49,8 @@ class Settings:
     """On an autoscaling Ray cluster: seconds to wait for the autoscaler to add the nodes a job
     needs before saying it cannot be placed (0: say it at once)."""
     debug: bool = False
+    demo_s3: bool = False
+    """`make demo` writes to a local SeaweedFS S3 server that it starts and stops."""
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -73,8 +75,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         io_retries=int(env.get("S2S_IO_RETRIES") or 2),
         io_retry_delay_s=float(env.get("S2S_IO_RETRY_DELAY_S") or 10.0),
         scale_wait_s=float(env.get("S2S_SCALE_WAIT_S") or 0.0),
-        debug=env.get("S2S_DEBUG", "") not in ("", "0", "false"),
+        debug=_flag(env, "S2S_DEBUG"),
+        demo_s3=_flag(env, "S2S_DEMO_S3"),
     )
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "") not in ("", "0", "false")
 
 
 def with_ray_address(settings: Settings, address: str) -> Settings:

@@ -23,6 +23,7 @@ from pipelines.evaluate.flow import evaluate_model, read_test_set
 from pipelines.generate.flow import bulk_generate
 from pipelines.generate.worker import package_id, resolve_generation
 from pipelines.prepare.flow import prepare_corpus
+from pipelines.prepare.job import read_manifest
 from pipelines.settings import load_settings
 from pipelines.storage import NotFound, Storage, join
 from pipelines.train import job as train_job
@@ -99,7 +100,7 @@ def _evaluate(storage: Storage, plan: DemoPlan, model: str, test: str) -> dict:
 def _training_done(storage: Storage, plan: DemoPlan) -> bool:
     """The run at the train output finished `max_steps` with exactly this config."""
     train, model = train_job.resolve_config(None, plan.train_overrides)
-    manifest = json.loads(storage.read_bytes(join(plan.uri("dataset"), "manifest.json")))
+    manifest = read_manifest(storage, plan.uri("dataset"))
     model = train_job.fit_vocabulary(model, storage, plan.uri("dataset"), manifest)
     wanted = json.loads(json.dumps(train_job.run_config_of(train, model, plan.uri("dataset"), manifest)))
     try:

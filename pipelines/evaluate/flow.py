@@ -13,7 +13,6 @@ import datetime as dt
 import hashlib
 import io
 import json
-import time
 from dataclasses import dataclass
 
 import pyarrow.parquet as pq

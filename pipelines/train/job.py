@@ -21,7 +21,6 @@ import ray
 from ray.util.queue import Empty, Queue
 
 from pipelines import ray_runtime
-from pipelines.prepare.job import read_manifest
 from pipelines.storage import NotFound, Storage, join
 from pipelines.train import data as train_data
 from pipelines.train.worker import RUN_NAME, TrainJob, train_loop
@@ -179,7 +178,10 @@ class ProgressPrinter:
         if self.first is None:
             self.first = (now, step)
         rate = (step - self.first[1]) / (now - self.first[0]) if now > self.first[0] else 0.0
-        eta = f"{(total - step) / rate:,.0f}s" if rate > 0 else "?"
+        seconds = [(total - step) / rate] if rate > 0 else []
+        if record.get("time_left_s") is not None:  # `max_minutes` may end the run first
+            seconds.append(record["time_left_s"])
+        eta = f"{min(seconds):,.0f}s" if seconds else "?"
         self.stream.write(f"train: step {step}/{total} | loss {record['loss']:.3f} | "
                           f"{record['tokens_per_s']:,.0f} tok/s | padding {record['padding']:.1%} | "
                           f"lr {record['lr']:.2e} | ETA {eta}\n")

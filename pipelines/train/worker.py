@@ -114,7 +114,9 @@ class RankCallbacks:
 
     def on_log(self, trainer: Trainer, record: dict) -> None:
         if self.rank == 0 and self.job.progress is not None:
-            self.job.progress.put({**record, "max_steps": trainer.config.max_steps})
+            budget_s = trainer.config.max_minutes * 60
+            time_left = max(budget_s - trainer.state.wall_seconds, 0.0) if budget_s else None
+            self.job.progress.put({**record, "max_steps": trainer.config.max_steps, "time_left_s": time_left})
 
     def on_best(self, trainer: Trainer) -> None:
         if self.rank == 0:
