@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from dataclasses import replace
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 import ray
 from ray.util.queue import Empty, Queue
@@ -164,8 +164,8 @@ class ProgressPrinter:
     (or the steps a resumed run already did) do not distort the rate.
     """
 
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
+    def __init__(self, stream: TextIO, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stream, self.clock = stream, clock
         self.first: tuple[float, int] | None = None  # (monotonic time, step) of the first record
 
     def show(self, record: dict) -> None:
@@ -174,7 +174,7 @@ class ProgressPrinter:
                               f"(epoch {record['epoch']}, micro-batch {record['position']})\n")
             self.first = None  # the rate restarts with the new workers
             return
-        step, total, now = record["step"], record["max_steps"], time.monotonic()
+        step, total, now = record["step"], record["max_steps"], self.clock()
         if self.first is None:
             self.first = (now, step)
         rate = (step - self.first[1]) / (now - self.first[0]) if now > self.first[0] else 0.0
