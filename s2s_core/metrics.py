@@ -9,8 +9,10 @@ were computed.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from importlib.metadata import version
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 from sacrebleu.metrics import BLEU, CHRF
@@ -67,8 +69,22 @@ def sentence_rouge(hypotheses: Sequence[str], references: Sequence[str]) -> dict
     from rouge_score.rouge_scorer import RougeScorer
 
     scorer = RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
-    rows = [scorer.score(reference, hypothesis) for hypothesis, reference in zip(hypotheses, references)]
+    with _root_logging_untouched():
+        rows = [scorer.score(reference, hypothesis) for hypothesis, reference in zip(hypotheses, references)]
     return {kind: np.array([row[kind].fmeasure * 100 for row in rows], dtype=np.float64) for kind in ROUGE_TYPES}
+
+
+@contextlib.contextmanager
+def _root_logging_untouched() -> Iterator[None]:
+    """rouge-score logs through the `logging` module's functions, which give the root logger a
+    stderr handler when it has none (`logging.basicConfig`): undo that, so scoring never
+    changes how the rest of the process logs (nor keeps a handle on a stderr that may close)."""
+    before = list(logging.root.handlers)
+    try:
+        yield
+    finally:
+        for handler in [h for h in logging.root.handlers if h not in before]:
+            logging.root.removeHandler(handler)
 
 
 def _rouge_scores(hypotheses: Sequence[str], references: Sequence[str], bootstrap: int) -> dict:

@@ -82,6 +82,14 @@ def test_paired_bootstrap_tells_a_real_difference_from_none():
     assert tie["rouge1"]["delta"] == 0 and tie["rouge1"]["p_value"] == 1.0
 
 
+def test_scoring_rouge_leaves_the_root_logger_alone():
+    import logging
+
+    before = list(logging.root.handlers)
+    corpus_scores(LEADS[:3], SYNOPSES[:3], ["rouge"])
+    assert logging.root.handlers == before
+
+
 def test_unknown_metric_is_refused():
     with pytest.raises(ValueError, match="unknown metric 'meteor'"):
         corpus_scores(["a"], ["a"], ["meteor"])
