@@ -65,3 +65,16 @@ def s3_env(s3_server, monkeypatch):
 def pipeline(ray_local, prefect_api):
     """Marker fixture: the test runs flows on real Ray + Prefect."""
     return None
+
+
+@pytest.fixture(autouse=True)
+def root_logging_restored():
+    """A library that calls `logging.info` on an unconfigured root logger gives it a handler on
+    the test's captured stderr, which closes with the test; a later log line would then crash
+    the session. Each test leaves the root logger's handlers as it found them."""
+    import logging
+
+    before = list(logging.root.handlers)
+    yield
+    for handler in [h for h in logging.root.handlers if h not in before]:
+        logging.root.removeHandler(handler)
