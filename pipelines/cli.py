@@ -17,7 +17,8 @@ from s2s_core.errors import ConfigError, S2SError
 
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
-
+TASKS = ("translate", "summarize")
+"""`--task` values: Translator splits long inputs into sentences, Summarizer truncates them."""
 
 def _prepare_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare", help="clean, deduplicate, split and shard corpora; train SentencePiece",
@@ -167,7 +168,7 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, metavar="URI", help="model package")
     p.add_argument("--test", required=True, metavar="URI", help="test set")
     p.add_argument("--output", required=True, metavar="URI", help="where report.json, report.md, outputs.txt go")
-    p.add_argument("--task", choices=["translate", "summarize"], default="translate")
+    p.add_argument("--task", choices=TASKS, default="translate")
     p.add_argument("--metrics", type=lambda text: [m.strip() for m in text.split(",") if m.strip()],
                    metavar="LIST", help="bleu,chrf,rouge (default: bleu,chrf to translate, rouge to summarize)")
     p.add_argument("--baseline", metavar="URI", help="a second package: is --model significantly better or worse?")
@@ -205,7 +206,7 @@ def _demo_parser(sub: argparse._SubParsersAction) -> None:
                        description="What `make demo` runs. Everything goes under OUTPUT/TASK[-quick]; a second run "
                                    "reuses every stage whose output is still valid. S2S_DEMO_S3=1 writes to a local "
                                    "SeaweedFS S3 server that the demo starts and stops.")
-    p.add_argument("--task", choices=["translate", "summarize"], default="translate")
+    p.add_argument("--task", choices=TASKS, default="translate")
     p.add_argument("--quick", action="store_true", help="a tiny model and a few steps: a smoke run in under 3 minutes")
     p.add_argument("--clean", action="store_true", help="discard this demo's earlier outputs first")
     p.add_argument("--output", default="demo-output", metavar="DIR", help="default: demo-output")

@@ -15,7 +15,6 @@ from pipelines.storage import join
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "data" / "sample"
-TASKS = ("translate", "summarize")
 
 
 @dataclass(frozen=True)
