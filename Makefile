@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv demo test test-fast bench bench-quality clean
+.PHONY: venv demo test test-fast bench bench-quality bench-gpu clean
 
 venv: $(STAMP)
 
@@ -44,6 +44,10 @@ MINUTES ?= 60
 bench-quality: $(STAMP)
 	$(PIP) install -q -c constraints.txt transformers accelerate
 	$(PY) bench/quality.py --minutes $(MINUTES)
+
+# On a GPU machine: transformer-base bf16 training, torch vs CTranslate2 float16 translation.
+bench-gpu: $(STAMP)
+	$(PY) bench/gpu.py
 
 clean:
 	rm -rf demo-output bench/out

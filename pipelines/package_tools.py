@@ -53,6 +53,9 @@ def _run_export(args: argparse.Namespace, settings: Settings) -> int:
     package_id(storage, model)
     package = load_package(local_package(storage, model))
     output = absolute(args.output) if args.output else join(model, EXPORT_DIR)
+    if (model.rstrip("/") + "/").startswith(output.rstrip("/") + "/"):  # the export replaces its directory
+        raise ConfigError([f"`--output` {output} would replace the package itself: give a new directory "
+                           f"(default: {join(model, EXPORT_DIR)})"])
     with tempfile.TemporaryDirectory(prefix="s2s-export-") as tmp:
         target = Path(tmp) / "export" if is_s3(output) else Path(output)
         export_ctranslate2(package, target, args.quantization)

@@ -125,8 +125,9 @@ class CTranslate2Engine:
         self.config, self.ctranslate2 = config, ctranslate2
         self.device = "cuda" if next(package.model.parameters()).device.type == "cuda" else "cpu"
         # One batch at a time comes from the text layer: all threads go to it (intra), none to
-        # parallel batches (inter). On a GPU, one host thread drives the device.
-        intra = 1 if self.device == "cuda" else (threads or 0)
+        # parallel batches (inter); by default as many as torch would use. On a GPU, one host
+        # thread drives the device.
+        intra = 1 if self.device == "cuda" else (threads or torch.get_num_threads())
         self.translator = ctranslate2.Translator(str(export), device=self.device, compute_type=config.compute_type,
                                                  inter_threads=1, intra_threads=intra)
         self.threads = intra
