@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv demo test test-fast bench bench-quality clean
+.PHONY: venv demo test test-fast bench bench-quality bench-gpu clean
 
 venv: $(STAMP)
 
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "torch==2.13.0"
-	$(PIP) install -q -c constraints.txt -e ".[test]"
+	$(PIP) install -q -c constraints.txt -e ".[test,ct2]"
 	touch $(STAMP)
 
 # make demo [TASK=translate|summarize] [QUICK=1] [CLEAN=1]; S2S_DEMO_S3=1 writes to a local S3 server.
@@ -34,7 +34,7 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/prepare.py
-	$(PIP) install -q -c constraints.txt transformers ctranslate2 accelerate
+	$(PIP) install -q -c constraints.txt transformers accelerate
 	$(PY) bench/train_throughput.py
 	$(PY) bench/generate.py
 	$(PY) bench/bulk.py
@@ -44,6 +44,10 @@ MINUTES ?= 60
 bench-quality: $(STAMP)
 	$(PIP) install -q -c constraints.txt transformers accelerate
 	$(PY) bench/quality.py --minutes $(MINUTES)
+
+# On a GPU machine: transformer-base bf16 training, torch vs CTranslate2 float16 translation.
+bench-gpu: $(STAMP)
+	$(PY) bench/gpu.py
 
 clean:
 	rm -rf demo-output bench/out

@@ -12,7 +12,8 @@ Same model, same sentences (the real en-it test split, 2,000 rows), same decodin
 The model is transformer-small with fixed random weights (or --model PKG) and a SentencePiece
 model trained on 50k training sentences; outputs are forced to 25 tokens (min = max length) so
 every run does the same work. Markdown table to stdout and bench/out/bulk.md.
-Usage: .venv/bin/python bench/bulk.py [--model PKG] [--rows 2000]
+Usage: .venv/bin/python bench/bulk.py [--model PKG] [--rows 2000] [--engine torch|ctranslate2]
+       [--compute-type int8]   (ctranslate2: the package is exported first, into the package)
 """
 
 from __future__ import annotations
@@ -58,10 +59,11 @@ def random_package(root: Path) -> Path:
     return root / "model"
 
 
-def bare_rate(package: Path, sentences: list[str]) -> float:
+def bare_rate(package: Path, sentences: list[str], engine: list[str]) -> float:
     torch.set_num_threads(2)
-    overrides = dict(item.split("=") for item in OPTIONS)
-    translator = Translator(load_package(package), GenerationConfig(**{k: int(v) for k, v in overrides.items()}))
+    overrides = {k: int(v) for k, v in (item.split("=") for item in OPTIONS)}
+    engine_options = dict(item.split("=") for item in engine)
+    translator = Translator(load_package(package), GenerationConfig(**overrides, **engine_options), threads=2)
     translator(sentences[:32])  # warm-up
     start = time.perf_counter()
     results = translator(sentences)
@@ -70,7 +72,8 @@ def bare_rate(package: Path, sentences: list[str]) -> float:
     return len(sentences) / seconds
 
 
-def job_rate(server, package: Path, sentences: list[str], workers: int, cpus: int, name: str) -> tuple[float, float]:
+def job_rate(server, package: Path, sentences: list[str], workers: int, cpus: int, name: str,
+             engine: list[str]) -> tuple[float, float]:
     """(rows/s past start-up, rows/s end to end) of one bulk job from S3 to S3."""
     storage = Storage(server.settings())
     bucket = server.create_bucket(f"bench-{name}")
@@ -86,7 +89,7 @@ def job_rate(server, package: Path, sentences: list[str], workers: int, cpus: in
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     command = [sys.executable, "-m", "pipelines.cli", "translate", "--model", f"s3://{bucket}/model",
                "--input", f"s3://{bucket}/in", "--output", f"s3://{bucket}/out", "--id-column", "id",
-               "--unit-mb", f"{unit_mb:.9f}", "--workers", str(workers), "--cpus-per-worker", str(cpus), *OPTIONS]
+               "--unit-mb", f"{unit_mb:.9f}", "--workers", str(workers), "--cpus-per-worker", str(cpus), *OPTIONS, *engine]
     start = time.perf_counter()
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -100,21 +103,29 @@ def job_rate(server, package: Path, sentences: list[str], workers: int, cpus: in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="a model package (default: random transformer-small)")
-    parser.add_argument("--rows", type=int, default=2000)
+    parser.add_argument("--rows", type=int, default=2000,
+                        help="sentences: the test split's first N (up to 2,000), else the train split's last N")
+    parser.add_argument("--engine", choices=["torch", "ctranslate2"], default="torch")
+    parser.add_argument("--compute-type", default="default", help="e.g. int8 (both engines), float32")
     args = parser.parse_args()
-    lines = (DATA / "test.tsv").read_text(encoding="utf-8").splitlines()[: args.rows]
-    sentences = [line.split("\t")[0] for line in lines]
+    split = "test" if args.rows <= 2000 else "train"  # train's tail: real sentences, many of them
+    lines = (DATA / f"{split}.tsv").read_text(encoding="utf-8").splitlines()
+    sentences = [line.split("\t")[0] for line in (lines[: args.rows] if split == "test" else lines[-args.rows:])]
+    engine = [f"engine={args.engine}", f"compute_type={args.compute_type}"]
     with tempfile.TemporaryDirectory() as tmp:
         package = args.model or random_package(Path(tmp))
-        bare = bare_rate(package, sentences)
+        if args.engine == "ctranslate2":
+            from s2s_core.export.ct2 import EXPORT_DIR, export_ctranslate2
+            export_ctranslate2(load_package(package), package / EXPORT_DIR)
+        bare = bare_rate(package, sentences, engine)
         with run_s3_server(Path(tmp) / "s3") as server:
-            jobs = {f"job, {w} x {c} CPU": job_rate(server, package, sentences, w, c, f"w{w}")
+            jobs = {f"job, {w} x {c} CPU": job_rate(server, package, sentences, w, c, f"w{w}", engine)
                     for w, c in ((1, 2), (2, 1))}
     rows = [("bare Translator (2 threads)", f"{bare:,.1f}", "1.00", "", "")]
     rows += [(name, f"{steady:,.1f}", f"{steady / bare:.2f}", f"{e2e:,.1f}", f"{e2e / bare:.2f}")
              for name, (steady, e2e) in jobs.items()]
-    table = (f"Bulk translate, {len(sentences):,} real en-it test sentences, transformer-small, beam 4, 25 tokens "
-             "each, S3 (SeaweedFS) in and out, 2 CPUs\n\n"
+    table = (f"Bulk translate, {len(sentences):,} real en-it {split} sentences, transformer-small, beam 4, 25 tokens "
+             f"each, engine {args.engine} ({args.compute_type}), S3 (SeaweedFS) in and out, 2 CPUs\n\n"
              "| run | rows/s past start-up | vs bare | rows/s end to end | vs bare |\n|---|---:|---:|---:|---:|\n"
              + "".join(f"| {' | '.join(row)} |\n" for row in rows))
     print(table)

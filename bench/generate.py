@@ -17,6 +17,12 @@ exactly 25 target tokens and then end, greedy and beam 4, at batch 1, 16 and 64.
                 inter_threads x intra_threads split of the cores is run and the best one per
                 cell is reported (with inter_threads > 1 the batch is split across workers).
 
+  ours int8     the "ours" row with int8 dynamic quantization (engine=torch compute_type=int8).
+  ours on CT2   the "ours" model, exported by our own converter (s2s_core.export.ct2, what `s2s
+                export` runs), on ctranslate2.Translator f32/int8 exactly like the CT2 rows:
+                the same engine on the same dimensions, so the ratio to the CT2 rows measures our
+                conversion (target: >= 0.95x).
+
 So every engine runs the same 26 decoder steps per hypothesis; tokens/s counts the 25 target
 tokens per sentence (EOS not counted), over the median of --repeats timed calls after one
 untimed warm-up call. Batch 1 translates --batch1-sentences sentences one after another per
@@ -65,10 +71,10 @@ from generate_engines import (  # noqa: E402  (a sibling script, not a package)
     sources)
 
 OUT = BENCH / "out"
-ENGINES = ["ours", "hf", "ct2-float32", "ct2-int8"]
-TITLES = {"ours": "ours", "hf": "HF", "ct2-float32": "CT2 f32", "ct2-int8": "CT2 int8"}
+TITLES = {"ours": "ours", "ours-int8": "ours int8", "hf": "HF"}
 TARGET_HF, TARGET_CT2 = 1.6, 0.85  # ours/HF and ours/CT2 f32 at batch 16 and 64
 TARGET_BATCHES = (16, 64)
+TARGET_EXPORT = 0.95  # our export on CTranslate2 vs CTranslate2 on the converted HF model, same compute type
 # Issue reference medians (tokens/s), transformer-base, 2-core machine, batch 64.
 REFERENCE = {("beam4", 64): {"hf": 296, "ct2-float32": 543, "ct2-int8": 1125},
              ("greedy", 64): {"hf": 853, "ct2-float32": 1237, "ct2-int8": 3208}}
@@ -201,11 +207,26 @@ def measure(size: str, engines: list[str], workdir: Path, args: argparse.Namespa
     return runs
 
 
-def best_ct2(runs: dict[str, dict], compute_type: str, cell: str) -> tuple[float, str]:
-    """The fastest thread split of one compute type in one cell: (tokens/s, "inter x intra")."""
+def best_ct2(runs: dict[str, dict], compute_type: str, cell: str, model: str = "ct2") -> tuple[float, str]:
+    """The fastest thread split of one compute type in one cell: (tokens/s, "inter x intra");
+    `model`: "ct2" for the converted HF model, "oursct2" for our own export."""
     options = [(r["cells"][cell]["tokens_per_s"], name.rsplit("-", 1)[1])
-               for name, r in runs.items() if name.startswith(f"ct2-{compute_type}-")]
+               for name, r in runs.items() if name.startswith(f"{model}-{compute_type}-")]
     return max(options)
+
+
+def export_columns(runs: dict[str, dict], cell: str, ours: float, f32: float, i8: float) -> dict:
+    """Issue 7's rows of one cell: our exported model on CTranslate2 against CTranslate2 on the
+    converted HF model of the same size (the same engine: any gap is our conversion), and our
+    torch engine in int8 against float32."""
+    ours_f32, ours_f32_split = best_ct2(runs, "float32", cell, "oursct2")
+    ours_i8, ours_i8_split = best_ct2(runs, "int8", cell, "oursct2")
+    torch_i8 = runs["ours-int8"]["cells"][cell]["tokens_per_s"]
+    return {"oursct2-float32": ours_f32, "oursct2-int8": ours_i8, "ours-int8": torch_i8,
+            "oursct2_threads_float32": ours_f32_split, "oursct2_threads_int8": ours_i8_split,
+            "oursct2_vs_ct2_float32": ours_f32 / f32, "oursct2_vs_ct2_int8": ours_i8 / i8,
+            "ours_int8_vs_ours": torch_i8 / ours,
+            "export_target_met": ours_f32 / f32 >= TARGET_EXPORT and ours_i8 / i8 >= TARGET_EXPORT}
 
 
 def tabulate(size: str, runs: dict[str, dict], args: argparse.Namespace, gflops: float) -> dict:
@@ -226,12 +247,13 @@ def tabulate(size: str, runs: dict[str, dict], args: argparse.Namespace, gflops:
                    "seconds": {e: runs[e]["cells"][cell]["seconds"] for e in ("ours", "hf")}}
             if batch in TARGET_BATCHES:
                 row["target_met"] = row["ours_vs_hf"] >= TARGET_HF and row["ours_vs_ct2_float32"] >= TARGET_CT2
+            row.update(export_columns(runs, cell, ours, f32, i8))
             rows.append(row)
     return {"size": SIZES[size], "dims": dims(size), "ours_params": runs["ours"]["info"]["params"],
             "hf_params": runs["hf"]["info"]["params"], "rows": rows,
             "peak_rss_mb": {e: r["info"]["peak_rss_mb"] for e, r in runs.items()},
             "ct2_all": {e: {c: v["tokens_per_s"] for c, v in r["cells"].items()}
-                        for e, r in runs.items() if e.startswith("ct2-")}}
+                        for e, r in runs.items() if e.startswith(("ct2-", "oursct2-"))}}
 
 
 def markdown(result: dict, args: argparse.Namespace, gflops: float) -> str:
@@ -251,6 +273,16 @@ def markdown(result: dict, args: argparse.Namespace, gflops: float) -> str:
                      f"| {r['ct2-int8']:,.0f} | {r['ours_vs_hf']:.2f}x | {r['ours_vs_ct2_float32']:.2f}x | {target} "
                      f"| {r['ct2_threads_float32']} / {r['ct2_threads_int8']} | {r['fp32_ceiling']:,.0f} "
                      f"| {r['background_cores']:.2f} | {r['retried']} |")
+    lines += ["", "Our export on CTranslate2 (`s2s export`) against CTranslate2 on the converted HF model of the same "
+              "size, best thread split each, and our torch engine in int8 (dynamic quantization):", "",
+              "| mode | batch | CT2 f32 (HF model) | ours on CT2 f32 | ratio | CT2 int8 (HF model) | ours on CT2 int8 "
+              "| ratio | target (>=0.95x) | ours torch f32 | ours torch int8 | ratio |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['mode']} | {r['batch']} | {r['ct2-float32']:,.0f} | {r['oursct2-float32']:,.0f} "
+                     f"| {r['oursct2_vs_ct2_float32']:.2f}x | {r['ct2-int8']:,.0f} | {r['oursct2-int8']:,.0f} "
+                     f"| {r['oursct2_vs_ct2_int8']:.2f}x | {'met' if r['export_target_met'] else '**not met**'} "
+                     f"| {r['ours']:,.0f} | {r['ours-int8']:,.0f} | {r['ours_int8_vs_ours']:.2f}x |")
     rss = ", ".join(f"{TITLES.get(e, e)} {mb:,.0f} MB" for e, mb in result["peak_rss_mb"].items())
     lines += ["", f"Peak RSS per engine process: {rss}."]
     return "\n".join(lines) + "\n"
@@ -300,7 +332,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     started, load = time.perf_counter(), load_average()
     gflops = matmul_gflops(args)
-    engines = ["ours", "hf"] + [f"ct2-{t}-{i}x{j}" for t in ("float32", "int8") for i, j in ct2_splits(args.threads)]
+    engines = ["ours", "ours-int8", "hf"] + [f"{model}-{t}-{i}x{j}" for model in ("ct2", "oursct2")
+                                             for t in ("float32", "int8") for i, j in ct2_splits(args.threads)]
     results = []
     for size in sizes:
         with tempfile.TemporaryDirectory(prefix="s2s-generate-bench-") as tmp:

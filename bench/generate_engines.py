@@ -105,6 +105,12 @@ def prepare(size: str, workdir: Path) -> None:
     vocab = json.loads((workdir / "ct2-float32" / "shared_vocabulary.json").read_text())
     if vocab != names[:-1]:
         raise RuntimeError(f"converted vocabulary differs from ours ({len(vocab)} tokens)")
+    # Our own model (the "ours" row's weights), exported by our converter (s2s export's code path).
+    from s2s_core.export.ct2 import convert_transformer
+
+    model, config = ours_model(size)
+    for quantization in ("float32", "int8"):
+        convert_transformer(model, config, names[:-1], names[:-1], workdir / f"oursct2-{quantization}", quantization)
 
 
 def sentence_flops(size: str, beams: int, source_tokens: float) -> float:
@@ -117,18 +123,28 @@ def sentence_flops(size: str, beams: int, source_tokens: float) -> float:
     return encoder + cross_kv + (NEW_TOKENS + 1) * beams * step
 
 
-def ours_engine(size: str, threads: int):
+def ours_model(size: str):
+    """(model, config): our Transformer of `size` with the seeded random weights every "ours" row uses."""
+    import torch
+
+    from s2s_core.models import build_model, model_config
+
+    torch.manual_seed(SEED)
+    config = model_config(SIZES[size], {"src_vocab_size": VOCAB, "tgt_vocab_size": VOCAB})
+    return build_model(config).eval(), config
+
+
+def ours_engine(size: str, threads: int, int8: bool = False):
     import torch
 
     from s2s_core.generation import GenerationConfig, Generator
-    from s2s_core.models import build_model, model_config
-    from s2s_core.models.inference import pack_for_cpu_inference
+    from s2s_core.models.inference import pack_for_cpu_inference, quantize_for_cpu_inference
 
     torch.set_num_threads(threads)
-    torch.manual_seed(SEED)
-    model = build_model(model_config(SIZES[size], {"src_vocab_size": VOCAB, "tgt_vocab_size": VOCAB})).eval()
+    model, _ = ours_model(size)
     params = sum(p.numel() for p in model.parameters())
-    pack_for_cpu_inference(model)  # what the text layer does on the CPU
+    # What the torch engine does on the CPU: oneDNN-packed float32, or int8 dynamic quantization.
+    (quantize_for_cpu_inference if int8 else pack_for_cpu_inference)(model)
 
     def run(mode: str, batches: list) -> None:
         generator = Generator(model, GenerationConfig(
@@ -168,10 +184,12 @@ def hf_engine(size: str, threads: int, workdir: Path):
     return run, {"params": sum(p.numel() for p in model.parameters())}
 
 
-def ct2_engine(workdir: Path, compute_type: str, inter: int, intra: int):
+def ct2_engine(workdir: Path, compute_type: str, inter: int, intra: int, model_dir: str = "ct2"):
+    """CTranslate2 on the converted HF model (model_dir "ct2") or on our export ("oursct2")."""
     import ctranslate2
 
-    translator = ctranslate2.Translator(str(workdir / f"ct2-{compute_type}"), device="cpu", compute_type=compute_type,
+    translator = ctranslate2.Translator(str(workdir / f"{model_dir}-{compute_type}"), device="cpu",
+                                        compute_type=compute_type,
                                         inter_threads=inter, intra_threads=intra)
     names = token_names()
 
@@ -206,14 +224,14 @@ def worker(args: argparse.Namespace) -> None:
     """One engine, loaded once; times one call per request line ({"mode", "batch"}) on stdin and
     answers one JSON line: wall seconds, its own CPU seconds, the machine's busy CPU seconds."""
     engine, workdir = args.engine, Path(args.workdir) if args.workdir else None
-    if engine == "ours":
-        run, info = ours_engine(args.size, args.threads)
+    if engine in ("ours", "ours-int8"):
+        run, info = ours_engine(args.size, args.threads, int8=engine == "ours-int8")
     elif engine == "hf":
         run, info = hf_engine(args.size, args.threads, workdir)
-    else:
-        _, compute_type, split = engine.split("-")
+    else:  # ct2-<type>-<inter>x<intra> (converted HF model) or oursct2-<type>-<inter>x<intra> (our export)
+        model_dir, compute_type, split = engine.split("-")
         inter, intra = (int(x) for x in split.split("x"))
-        run, info = ct2_engine(workdir, compute_type, inter, intra)
+        run, info = ct2_engine(workdir, compute_type, inter, intra, model_dir)
     reply = sys.stdout
     sys.stdout = sys.stderr  # libraries' prints must not reach the protocol channel
     reply.write(json.dumps({"ready": True, "info": info}) + "\n")
@@ -264,7 +282,8 @@ def profile(threads: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="one generation engine, driven over stdin/stdout")
-    parser.add_argument("--engine", required=True, help="ours, hf or ct2-<float32|int8>-<inter>x<intra>")
+    parser.add_argument("--engine", required=True,
+                        help="ours, ours-int8, hf, or ct2|oursct2-<float32|int8>-<inter>x<intra>")
     parser.add_argument("--size", required=True, choices=sorted(SIZES))
     parser.add_argument("--workdir", help="where generate.py's prepare() saved the HF and CT2 models")
     parser.add_argument("--batch1-sentences", type=int, default=8)

@@ -232,8 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     _generate_parser(sub, "summarize", "summarize")
     _evaluate_parser(sub)
     _demo_parser(sub)
-    from pipelines.orchestrate.commands import add_parsers
-    add_parsers(sub)
+    from pipelines import package_tools
+    from pipelines.orchestrate import commands
+    package_tools.add_parsers(sub)
+    commands.add_parsers(sub)
     for command in sub.choices.values():  # the global options also work after the command
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         command.add_argument("--ray-address", default=argparse.SUPPRESS, metavar="ADDR",

@@ -234,6 +234,25 @@ class Storage:
             with fs.open_output_stream(path) as out:
                 out.write(data)
 
+    def upload_tree(self, local: str | Path, uri: str) -> None:
+        """Upload every file under the local directory `local` to `uri`, keeping relative paths.
+        A package's metadata.json and a checkpoint's files.json go last: they vouch for the others,
+        so a reader that finds them finds everything they list."""
+        root = Path(local)
+        files = sorted((p for p in root.rglob("*") if p.is_file()),
+                       key=lambda p: (p.name in ("metadata.json", "files.json"), str(p)))
+        for path in files:
+            self.upload(path, join(uri, str(path.relative_to(root))))
+
+    def download_tree(self, uri: str, local: str | Path) -> Path:
+        """Copy every file under the directory/prefix `uri` into the local directory `local`."""
+        target, root = Path(local), uri.rstrip("/") + "/"
+        for entry in self.list(uri):
+            path = target / entry.uri[len(root):]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.download(entry.uri, path)
+        return target
+
     def delete(self, uri: str, recursive: bool = False) -> None:
         """Delete a file, or with `recursive` everything under a directory/prefix. Missing is fine."""
         fs, path = self._resolve(uri)

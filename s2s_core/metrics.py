@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from importlib.metadata import version
 from typing import Iterator, Sequence
 
@@ -68,10 +69,22 @@ def sentence_rouge(hypotheses: Sequence[str], references: Sequence[str]) -> dict
     """Per-sentence F1 x 100 for each of ROUGE_TYPES: {type: float array of shape [sentences]}."""
     from rouge_score.rouge_scorer import RougeScorer
 
+    _absl_handler_on_process_stderr()
     scorer = RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
     with _root_logging_untouched():
         rows = [scorer.score(reference, hypothesis) for hypothesis, reference in zip(hypotheses, references)]
     return {kind: np.array([row[kind].fmeasure * 100 for row in rows], dtype=np.float64) for kind in ROUGE_TYPES}
+
+
+def _absl_handler_on_process_stderr() -> None:
+    """rouge-score imports absl, whose logging handler keeps the `sys.stderr` of the moment of
+    import, and closes it whenever logging is shut down or reconfigured (absl's handler closes
+    any stream but the current sys.std* ones). When that stream was a replacement (pytest's
+    capture, a notebook's), a later `logging.config.dictConfig` (Prefect's) closes it under its
+    owner. Point the handler at the process's own stderr, which it never closes."""
+    from absl import logging as absl_logging
+
+    absl_logging.get_absl_handler().python_handler.stream = sys.__stderr__
 
 
 @contextlib.contextmanager

@@ -38,6 +38,8 @@ class ModelPackage:
     source_tokenizer: Tokenizer
     target_tokenizer: Tokenizer
     metadata: dict
+    directory: Path | None = None
+    """Where it was loaded from (exports made by `s2s export` live inside it)."""
 
 
 def save_package(directory: Path, model: torch.nn.Module, model_config: Any, tokenizer_dir: Path,
@@ -62,7 +64,7 @@ def load_package(directory: Path, device: str | torch.device = "cpu") -> ModelPa
     from s2s_core.models import build_model, config_from_dict
 
     metadata = _read_json(directory / METADATA)
-    _verify(directory, metadata.get("files", {}))
+    verify_package_files(directory, metadata.get("files", {}))
     try:
         config = config_from_dict(_read_json(directory / "config.json"))
     except ConfigError as err:
@@ -72,7 +74,7 @@ def load_package(directory: Path, device: str | torch.device = "cpu") -> ModelPa
     check_vocabulary(config, source.vocab_size, target.vocab_size, str(directory / "tokenizer"))
     model = build_model(config)
     load_weights(model, directory / "model.safetensors")
-    return ModelPackage(model.to(device).eval(), config, source, target, metadata)
+    return ModelPackage(model.to(device).eval(), config, source, target, metadata, directory)
 
 
 def check_vocabulary(config: Any, source_size: int, target_size: int, where: str) -> None:
@@ -91,7 +93,8 @@ def _read_json(path: Path) -> dict:
         raise CheckpointError(str(path), "is not valid JSON") from None
 
 
-def _verify(directory: Path, files: dict[str, dict]) -> None:
+def verify_package_files(directory: Path, files: dict[str, dict]) -> None:
+    """Raise CheckpointError naming the first listed file that is missing, truncated or altered."""
     for rel, expected in files.items():
         path = directory / rel
         if not path.is_file():

@@ -119,9 +119,10 @@ def _run_name() -> str:
 
 @task
 def generate(storage: Storage, task_name: str, model: str, config: GenerationConfig,
-             sources: list[str]) -> tuple[list[str], float]:
-    """(outputs in input order, seconds) of one model package on the test sources, with a
-    progress line (decoding is batch-invariant, so generating in chunks changes no output)."""
+             sources: list[str]) -> tuple[list[str], float, dict]:
+    """(outputs in input order, seconds, the engine that ran) of one model package on the test
+    sources, with a progress line (decoding is batch-invariant, so generating in chunks changes
+    no output)."""
     from s2s_core.package import load_package
 
     generator = TEXT_LAYERS[task_name](load_package(local_package(storage, model)), config)
@@ -131,7 +132,7 @@ def generate(storage: Storage, task_name: str, model: str, config: GenerationCon
         results = generator(sources[start:start + PROGRESS_CHUNK])
         outputs += [result.text for result in results]
         progress.update(len(results), sentences=len(results), tokens=sum(r.tokens for r in results))
-    return outputs, progress.finish()
+    return outputs, progress.finish(), generator.engine.describe()
 
 
 @flow(name="evaluate_model", flow_run_name=_run_name)
@@ -148,9 +149,10 @@ def evaluate_model(model: str, test: str, output: str, task: str = "translate", 
     model_id = package_id(storage, model)
     baseline_id = package_id(storage, absolute(baseline)) if baseline else None
     test_set = read.with_options(**io_task_options(settings))(storage, test)
-    outputs, seconds = generate(storage, task, model, config, test_set.sources)
+    outputs, seconds, engine = generate(storage, task, model, config, test_set.sources)
     report = {"task": task, "model": model, "model_id": model_id, "test": test,
-              "test_fingerprint": test_set.fingerprint, "generation": to_dict(config), "metrics": metrics,
+              "test_fingerprint": test_set.fingerprint, "generation": to_dict(config), "engine": engine,
+              "metrics": metrics,
               "scores": corpus_scores(outputs, test_set.references, metrics, bootstrap),
               "speed": {"seconds": round(seconds, 2), "sentences_per_s": round(len(outputs) / max(seconds, 1e-9), 1)},
               "examples": [{"source": s, "reference": r, "output": o} for s, r, o in
@@ -159,7 +161,7 @@ def evaluate_model(model: str, test: str, output: str, task: str = "translate", 
         report["by_origin"] = {origin: corpus_scores(*_subset(outputs, test_set, origin), metrics)
                                for origin in sorted(set(test_set.origins))}
     if baseline:
-        baseline_outputs, _ = generate(storage, task, absolute(baseline), config, test_set.sources)
+        baseline_outputs, _, _ = generate(storage, task, absolute(baseline), config, test_set.sources)
         report["comparison"] = {"baseline": absolute(baseline), "baseline_id": baseline_id, "resamples": resamples,
                                 "scores": paired_bootstrap(baseline_outputs, outputs, test_set.references, metrics,
                                                            resamples)}
@@ -217,7 +219,9 @@ def report_markdown(report: dict) -> str:
             verdict = " (significant)" if row["p_value"] < 0.05 else ""
             lines.append(f"| {SCORE_NAMES[name]} | {row['baseline']} | {row['candidate']} | {row['delta']:+.2f} | "
                          f"{row['p_value']}{verdict} |")
-    lines += ["", f"speed: {report['speed']['sentences_per_s']} sentences/s; beam {report['generation']['beam_size']}"]
+    engine = report.get("engine", {})
+    lines += ["", f"speed: {report['speed']['sentences_per_s']} sentences/s; beam {report['generation']['beam_size']}"
+                  + (f"; engine {engine['engine']} ({engine['compute_type']})" if engine else "")]
     if report.get("examples"):
         lines += ["", "| source | reference | output |", "|---|---|---|"]
         lines += [f"| {markdown_cell(e['source'])} | {markdown_cell(e['reference'])} | {markdown_cell(e['output'])} |" for e in report["examples"]]

@@ -25,6 +25,7 @@ from pipelines.progress import Progress
 from pipelines.storage import NotFound, Storage, basename, join
 from s2s_core.config import to_dict
 from s2s_core.errors import OutputError
+from s2s_core.export.ct2 import EXPORT_DIR, EXPORT_INFO
 
 JOB_FILE, SUCCESS, COMMITS = "_job.json", "_SUCCESS", "_commits"
 IN_FLIGHT_PER_WORKER = 2  # one running, one queued: the actor never waits for the driver
@@ -39,8 +40,20 @@ def job_identity(spec: JobSpec, input_uri: str, units: list[Unit], unit_mb: floa
     options = to_dict(spec.config)
     options.pop("max_tokens")  # batching changes speed, not outputs (batch invariance)
     return {"task": spec.task, "model_id": spec.model_id, "generation": options, "input": input_uri,
+            "export": export_id(spec) if spec.config.engine != "torch" else None,
             "columns": {"text": spec.columns.text, "id": spec.columns.id}, "unit_mb": unit_mb,
             "units": len(units), "units_sha256": hashlib.sha256("\n".join(u.id for u in units).encode()).hexdigest()}
+
+
+def export_id(spec: JobSpec) -> str | None:
+    """The hash of the package's CTranslate2 export.json, if it has one: an export added to (or
+    redone in) the package after a run started changes what engine=auto runs, so it is part of
+    the job's identity."""
+    try:
+        info = spec.storage.read_bytes(join(spec.model, EXPORT_DIR, EXPORT_INFO))
+    except NotFound:
+        return None
+    return hashlib.sha256(info).hexdigest()[:16]
 
 
 def check_output(storage: Storage, output: str, identity: dict, overwrite: bool) -> bool:

@@ -94,13 +94,7 @@ def local_package(storage: Storage, model: str) -> Path:
     """The package as a local directory: itself, or a downloaded copy of an s3:// package."""
     if not is_s3(model):
         return Path(model)
-    target = Path(tempfile.mkdtemp(prefix="s2s-package-"))
-    root = model.rstrip("/") + "/"
-    for entry in storage.list(model):
-        local = target / entry.uri[len(root):]
-        local.parent.mkdir(parents=True, exist_ok=True)
-        storage.download(entry.uri, local)
-    return target
+    return storage.download_tree(model, tempfile.mkdtemp(prefix="s2s-package-"))
 
 
 class UnitWorker:
@@ -116,7 +110,7 @@ class UnitWorker:
         self.spec = spec
         self.node_id = ray.get_runtime_context().get_node_id()
         package = load_package(local_package(spec.storage, spec.model), spec.device)
-        self.text = TEXT_LAYERS[spec.task](package, spec.config)
+        self.text = TEXT_LAYERS[spec.task](package, spec.config, threads=spec.threads)
 
     def pid(self) -> int:
         return os.getpid()

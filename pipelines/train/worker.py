@@ -129,7 +129,7 @@ class RankCallbacks:
             return
         directory = self.workdir / f"checkpoint-{trainer.state.step:07d}"
         trainer.save(directory, self.job.run_config, self.tokenizer_dir)
-        self._upload_dir(directory / "metrics", join(self.job.output, "metrics"))
+        self.job.storage.upload_tree(directory / "metrics", join(self.job.output, "metrics"))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(directory)),
                          checkpoint_dir_name=directory.name)
         shutil.rmtree(directory, ignore_errors=True)
@@ -141,19 +141,14 @@ class RankCallbacks:
         if trainer.state.best_step is None or not storage.exists(join(best, "metadata.json")):
             self._publish_package(trainer, "model")
             return
-        local = self.workdir / "final"
-        root = best.rstrip("/") + "/"
-        for entry in storage.list(best):
-            target = local / entry.uri[len(root):]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            storage.download(entry.uri, target)
-        self._upload_dir(local, join(output, "model"))
+        local = storage.download_tree(best, self.workdir / "final")
+        storage.upload_tree(local, join(output, "model"))
 
     def _publish_package(self, trainer: Trainer, name: str) -> None:
         local = self.workdir / name
         shutil.rmtree(local, ignore_errors=True)
         save_package(local, trainer.module, self.job.model, self.tokenizer_dir, self._metadata(trainer))
-        self._upload_dir(local, join(self.job.output, name))
+        self.job.storage.upload_tree(local, join(self.job.output, name))
 
     def _metadata(self, trainer: Trainer) -> dict:
         state = trainer.state
@@ -161,9 +156,3 @@ class RankCallbacks:
                 "epoch": state.epoch, "tokens_seen": state.tokens_seen, "training_seconds": round(state.wall_seconds, 3),
                 "best_step": state.best_step, "validation": state.best_scores, "workers": state.world_size,
                 "preset": trainer.config.preset}
-
-    def _upload_dir(self, local: Path, uri: str) -> None:
-        """Upload every file; a package's metadata.json goes last (it vouches for the others)."""
-        files = sorted((p for p in local.rglob("*") if p.is_file()), key=lambda p: p.name == "metadata.json")
-        for path in files:
-            self.job.storage.upload(path, join(uri, str(path.relative_to(local))))

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from s2s_core.config import at_least
+
+TORCH_COMPUTE_TYPES = ("default", "float32", "int8")
+"""What the torch engine runs (int8 on the CPU only); CTranslate2 runs every `compute_type`."""
 
 
 @dataclass(kw_only=True)
@@ -39,6 +43,13 @@ class GenerationConfig:
     """Text layer: source tokens per batch (sentences are sorted by length and packed to this budget)."""
     max_source_tokens: int = 0
     """Text layer: longest source (tokens with EOS) before splitting/truncating; 0: the model's limit."""
+    engine: Literal["auto", "torch", "ctranslate2"] = "auto"
+    """What runs the model: our PyTorch generator, or CTranslate2 on the package's export (`s2s
+    export`); auto: CTranslate2 when the package has an export and ctranslate2 is installed."""
+    compute_type: Literal["default", "float32", "int8", "int8_float32", "int8_float16", "int8_bfloat16",
+                          "float16", "bfloat16"] = "default"
+    """Weights/compute precision. default: float32 for torch, the export's own for CTranslate2;
+    torch on the CPU also takes int8 (dynamic quantization); CTranslate2 takes them all."""
 
     def problems(self) -> list[str]:
         out = at_least(self, 1, "beam_size", "nbest", "max_tokens")

@@ -10,13 +10,11 @@ import re
 from dataclasses import dataclass, replace
 from typing import Iterator, Literal
 
-import torch
-
 from s2s_core.generation.config import GenerationConfig
-from s2s_core.generation.generator import Generator, Hypothesis
-from s2s_core.models.inference import pack_for_cpu_inference
+from s2s_core.generation.engines import build_engine
+from s2s_core.generation.generator import Hypothesis
 from s2s_core.package import ModelPackage
-from s2s_core.tokenizer import EOS_ID, PAD_ID
+from s2s_core.tokenizer import EOS_ID
 
 LSTM_SOURCE_LIMIT = 1024
 """Longest source for models without a position table (LSTM): memory grows with it, not correctness."""
@@ -58,18 +56,18 @@ class _Piece:
 
 class TextGenerator:
     """Generates text for strings with a model package; `long_inputs` says what happens to
-    inputs longer than the model's limit."""
+    inputs longer than the model's limit. `config.engine` picks what runs the model
+    (`s2s_core.generation.engines`); `threads`: CPU threads the engine may use."""
 
     long_inputs: Literal["split", "truncate"] = "truncate"
 
-    def __init__(self, package: ModelPackage, config: GenerationConfig) -> None:
+    def __init__(self, package: ModelPackage, config: GenerationConfig, threads: int | None = None) -> None:
         self.package, self.config = package, config
-        pack_for_cpu_inference(package.model)  # oneDNN kernels on the CPU: the package model is inference-only
         model_limit = getattr(package.config, "max_positions", LSTM_SOURCE_LIMIT)
         self.source_limit = min(config.max_source_tokens or model_limit, model_limit)
         # A target needs BOS plus its tokens inside the position table too.
-        self.generator = Generator(package.model, replace(config, max_length=min(config.max_length, model_limit - 1)))
-        self.device = next(package.model.parameters()).device
+        self.engine = build_engine(package, replace(config, max_length=min(config.max_length, model_limit - 1)),
+                                   threads)
 
     def __call__(self, texts: list[str]) -> list[TextResult]:
         """One result per input string, in input order."""
@@ -117,8 +115,7 @@ class TextGenerator:
         out: list[list[Hypothesis]] = [[] for _ in pieces]
         for batch in token_budget_batches([len(pieces[i].ids) for i in order], self.config.max_tokens):
             members = [order[i] for i in batch]
-            src = pad([pieces[i].ids for i in members]).to(self.device)
-            for i, hyps in zip(members, self.generator.generate(src)):
+            for i, hyps in zip(members, self.engine.generate([pieces[i].ids for i in members])):
                 out[i] = hyps
         return out
 
@@ -158,12 +155,3 @@ def token_budget_batches(lengths: list[int], max_tokens: int) -> Iterator[list[i
         longest = max(longest, length)
     if batch:
         yield batch
-
-
-def pad(rows: list[list[int]]) -> torch.Tensor:
-    """Id lists -> (B, S) long tensor, right-padded with PAD_ID."""
-    width = max(len(row) for row in rows)
-    out = torch.full((len(rows), width), PAD_ID, dtype=torch.long)
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-    return out

@@ -53,3 +53,38 @@ def pack_for_cpu_inference(model: nn.Module) -> int:
         model.packed_projection = PackedLinear(model.output_matrix(), None)
         count += 1
     return count
+
+
+def quantize_for_cpu_inference(model: nn.Module) -> int:
+    """Replace, in place, every `nn.Linear`/`nn.LSTM`/`nn.LSTMCell` of `model` and its output
+    projection by int8 dynamically quantized equivalents (weights int8 per output channel,
+    activations quantized per batch on the fly); returns how many modules were quantized.
+
+    About 4x smaller weights and faster matmuls on CPUs with VNNI; outputs move by about 1e-2
+    relative, so greedy/beam outputs mostly, not always, agree with float32. CPU only: torch's
+    dynamic quantization has no CUDA kernels.
+
+    Raises:
+        ValueError: if the model is not a float32 model on the CPU.
+    """
+    import warnings
+
+    from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
+
+    parameter = next(model.parameters())
+    if parameter.device.type != "cpu" or parameter.dtype != torch.float32:
+        raise ValueError(f"int8 quantization needs a float32 model on the CPU, not {parameter.dtype} on "
+                         f"{parameter.device}")
+    with torch.no_grad():
+        if hasattr(model, "output_matrix"):
+            # The (often tied) output matrix is used through F.linear: quantize a Linear copy of it.
+            matrix = model.output_matrix()
+            projection = nn.Linear(matrix.shape[1], matrix.shape[0], bias=False)
+            projection.weight.copy_(matrix)
+            model.packed_projection = projection
+    spec = {nn.Linear: per_channel_dynamic_qconfig, nn.LSTM: default_dynamic_qconfig,
+            nn.LSTMCell: default_dynamic_qconfig}
+    with warnings.catch_warnings():  # torch.ao's eager quantization is deprecated in favour of torchao,
+        warnings.simplefilter("ignore")  # which would be a new dependency; it still works in 2.13
+        quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
+    return sum(1 for m in model.modules() if type(m).__module__.startswith("torch.ao.nn.quantized.dynamic"))

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from pipelines import cli
 from s2s_core.data.config import TokenizerConfig
 from s2s_core.models import build_model, model_config
 from s2s_core.package import save_package
@@ -31,3 +32,13 @@ def tiny_package(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     save_package(root / "model", build_model(config), config, root / "tokenizer", {"note": "random weights"})
     return root / "model"
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory, ray_local, prefect_api) -> Path:
+    """The committed real slice, prepared with a 1,000-piece tokenizer."""
+    out = tmp_path_factory.mktemp("train-data") / "dataset"
+    code = cli.main(["prepare", "--input", str(SAMPLE / "train.tsv"), "--valid", str(SAMPLE / "dev.tsv"),
+                     "--output", str(out), "tokenizer.vocab_size=1000", "split.test_rows=0"])
+    assert code == 0
+    return out

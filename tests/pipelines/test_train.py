@@ -23,7 +23,7 @@ from pipelines import cli
 from pipelines.storage import Storage, join
 from s2s_core.package import load_package
 from s2s_core.tokenizer import EOS_ID
-from tests.conftest import REPO, SAMPLE
+from tests.conftest import REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("pipeline")]
 
@@ -31,16 +31,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("pipeline")]
 # it is seeded per global micro-batch, so every comparison below holds with it.
 TINY = ["preset=transformer-tiny", "seed=5", "log_every=1", "optim.lr=2e-3", "schedule.warmup_steps=10",
         "batching.max_tokens=1200", "validation.every_steps=0", "checkpoint.every_steps=10"]
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    """The committed real slice, prepared with a 1,000-piece tokenizer."""
-    out = tmp_path_factory.mktemp("train-data") / "dataset"
-    code = cli.main(["prepare", "--input", str(SAMPLE / "train.tsv"), "--valid", str(SAMPLE / "dev.tsv"),
-                     "--output", str(out), "tokenizer.vocab_size=1000", "split.test_rows=0"])
-    assert code == 0
-    return out
 
 
 def train(dataset: Path | str, output: Path | str, *args: str) -> int:

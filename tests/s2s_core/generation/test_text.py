@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from s2s_core.generation import GenerationConfig, Generator, Summarizer, TextResult, Translator
-from s2s_core.generation.text import pad, token_budget_batches
+from s2s_core.generation.engines import pad
+from s2s_core.generation.text import token_budget_batches
 from s2s_core.package import load_package, save_package
 from s2s_core.tokenizer import EOS_ID, PAD_ID
 from s2s_core.training.config import resolve
@@ -66,13 +67,13 @@ def test_outputs_follow_input_order(package):
 def test_batches_are_length_sorted_and_respect_the_token_budget(package, monkeypatch):
     translate = Translator(package, GenerationConfig(beam_size=1, max_tokens=100))
     shapes = []
-    real = translate.generator.generate
+    real = translate.engine.generator.generate
 
     def spy(src):
         shapes.append(tuple(src.shape))
         return real(src)
 
-    monkeypatch.setattr(translate.generator, "generate", spy)
+    monkeypatch.setattr(translate.engine.generator, "generate", spy)
     translate(SENTENCES)
     assert sum(rows for rows, _ in shapes) == len(SENTENCES)
     assert all(rows * width <= 100 or rows == 1 for rows, width in shapes)
@@ -108,8 +109,8 @@ def test_a_long_input_is_translated_sentence_by_sentence(package):
 def test_a_sentence_longer_than_the_limit_is_cut_into_chunks_that_fit(package, monkeypatch):
     translate = Translator(package, GenerationConfig(beam_size=1, max_source_tokens=5))
     shapes = []
-    real = translate.generator.generate
-    monkeypatch.setattr(translate.generator, "generate", lambda src: shapes.append(tuple(src.shape)) or real(src))
+    real = translate.engine.generator.generate
+    monkeypatch.setattr(translate.engine.generator, "generate", lambda src: shapes.append(tuple(src.shape)) or real(src))
     (result,) = translate([SENTENCES[0]])  # one sentence, no sentence end inside
     count = len(package.source_tokenizer.encode(SENTENCES[0]))
     assert result.split and result.text
