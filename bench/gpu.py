@@ -165,7 +165,7 @@ def translate(package: Path, device: torch.device, sentences: list[str], engine:
 def markdown(result: dict) -> str:
     t = result["train"]
     memory = "n/a" if t["peak_memory_gb"] is None else f"{t['peak_memory_gb']:.1f} GB"
-    lines = [f"GPU figures, {result['date']}, {result['device_name']} (matmul ceiling {result['ceiling_tflops']:.0f} "
+    lines = [f"GPU figures, {result['date']}, {result['device_name']} (matmul ceiling {result['ceiling_tflops']:.2f} "
              f"TFLOP/s {'bf16' if result['device'] == 'cuda' else 'fp32'})", "",
              "| training | params | tokens/s | MFU | peak memory |", "|---|---:|---:|---:|---:|",
              f"| {t['preset']}, {t['max_tokens']:,}-token batches, {t['steps']} steps | {t['params']:,} "
