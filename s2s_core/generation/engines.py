@@ -5,11 +5,14 @@ strings, splitting and batching; an engine only runs the model, with the same op
   CPU), or int8 (dynamic quantization, CPU only, any model family).
 - `CTranslate2Engine`: CTranslate2's `Translator` on the package's export (`s2s export`). Its
   beam search is the same as ours (the best 2K candidates, hypotheses ending with EOS among
-  the first K are finished, the search ends when K are), so the options map one to one, except
-  the length penalty: CTranslate2 divides by length ** alpha, we by the GNMT ((5 + length) / 6)
-  ** alpha. It is asked for all K finished hypotheses with their scores, and they are ranked
-  again with ours. Sampling draws from CTranslate2's own generator: same seed, same outputs
-  within an engine, not across engines.
+  the first K are finished, the search ends when K are), so the options map one to one. Three
+  differences are undone here: CTranslate2 ranks by length ** alpha where we use GNMT's
+  ((5 + length) / 6) ** alpha (it returns the K finished hypotheses ranked by log P and we rank
+  them again); it normalises log-probabilities over the tokens it may generate where we do over
+  the whole vocabulary (PAD and BOS are only suppressed for rows that produced them); it cuts a
+  hypothesis at the length limit where we end it with EOS (rows that reach their limit are
+  searched again with it, and the cut hypotheses scored with EOS). Sampling draws from
+  CTranslate2's own generator: same seed, same outputs within an engine, not across engines.
 
 `build_engine` picks one (`engine=auto`: CTranslate2 when the package has an export and
 ctranslate2 is installed, else torch) and refuses impossible combinations in one line.
@@ -133,51 +136,126 @@ class CTranslate2Engine:
         self.threads = intra
         self.vocab = _Vocabularies.of(package)
         # Ours never generates PAD or BOS (penalties.forbid_specials): neither may CTranslate2.
-        self.suppressed = [[self.vocab.target[PAD_ID]], [self.vocab.target[BOS_ID]]]
+        self.specials = [[self.vocab.target[PAD_ID]], [self.vocab.target[BOS_ID]]]
+        self.specials_set = {token for (token,) in self.specials}
 
     def generate(self, rows: list[list[int]]) -> list[list[Hypothesis]]:
+        limits = [self.config.length_limit(len(row)) for row in rows]  # tokens before EOS, per row
+        if self.config.sampling:
+            self.ctranslate2.set_random_seed(self.config.seed)
+        # Ours never generates PAD or BOS, but takes its log-probabilities over the whole
+        # vocabulary; CTranslate2 takes them over the tokens it may generate, which moves every
+        # score a little. So the search runs unrestricted, as ours does up to that rule, and
+        # the rare rows that did produce PAD or BOS (weak models) run again without them.
+        results = self._search(rows, limits, suppress=None)
+        strays = [i for i, result in enumerate(results) if self._has_special(result)]
+        if strays:
+            again = self._search([rows[i] for i in strays], [limits[i] for i in strays], suppress=self.specials)
+            for i, result in zip(strays, again):
+                results[i] = result
+        return self._hypotheses(rows, results, limits)
+
+    def _search(self, rows: list[list[int]], limits: list[int], suppress: list[list[str]] | None) -> list:
+        """CTranslate2's results for rows with these length limits, as ours would end them.
+
+        One call for the batch, up to its longest limit + EOS. A beam search that reached a
+        row's own (shorter) limit went on past it there, where ours ends at it: those rows are
+        searched again with their own limit (rare: outputs that loop), which is then exact. Rows
+        that cannot end before their limit (`min_length`) are searched with it at once."""
+        results: list = [None] * len(rows)
+        beam = self.config.beam_size > 1
+        free = [i for i, limit in enumerate(limits) if not (beam and limit <= self.config.min_length)]
+        if free:
+            width = max(limits[i] for i in free) + 1
+            for i, result in zip(free, self._translate([rows[i] for i in free], width, suppress)):
+                results[i] = result
+        again: dict[int, list[int]] = {}
+        for i, (result, limit) in enumerate(zip(results, limits)):
+            if result is None or (beam and _reached_limit(result, limit)):
+                again.setdefault(limit, []).append(i)
+        for limit, members in again.items():
+            for i, result in zip(members, self._translate([rows[i] for i in members], limit, suppress)):
+                results[i] = result
+        return results
+
+    def _has_special(self, result) -> bool:
+        return any(token in self.specials_set for tokens in result.hypotheses for token in tokens)
+
+    def _translate(self, rows: list[list[int]], max_decoding_length: int, suppress: list[list[str]] | None) -> list:
         config = self.config
-        limits = [config.length_limit(len(row)) for row in rows]  # tokens before EOS, per row
-        if config.sampling:
-            self.ctranslate2.set_random_seed(config.seed)
-        results = self.translator.translate_batch(
+        return self.translator.translate_batch(
             [[self.vocab.source[i] for i in row] for row in rows],
             beam_size=config.beam_size,
-            # With a length penalty, every finished hypothesis is needed to rank them our way;
-            # without, CTranslate2 may stop once the best one ends (no later one can beat it).
-            num_hypotheses=config.beam_size if config.length_penalty and config.beam_size > 1 else config.nbest,
-            length_penalty=config.length_penalty,
+            num_hypotheses=config.beam_size if config.beam_size > 1 else config.nbest,
+            # Any non-zero penalty makes CTranslate2's search end once K hypotheses are finished,
+            # as ours does (at 0 it waits for the best beam to finish). One this small ranks
+            # by log P, and keeps the K best: none that ours would prefer is dropped (a dropped
+            # one is never longer than a kept one with a higher log P). We rank them again.
+            length_penalty=_RAW_LOG_PROB_PENALTY if config.beam_size > 1 else 0.0,
             no_repeat_ngram_size=config.no_repeat_ngram_size,
-            suppress_sequences=self.suppressed,
+            suppress_sequences=suppress,
             max_input_length=0,  # the text layer already cut sources to the model's limit
-            max_decoding_length=max(limits) + 1,  # + EOS; shorter rows are cut to their own limit below
-            min_decoding_length=config.min_length,
+            max_decoding_length=max_decoding_length,
+            min_decoding_length=min(config.min_length, max_decoding_length),
             return_scores=True,
             return_end_token=True,
             sampling_topk=(config.top_k if config.sampling else 1),
             sampling_topp=config.top_p,
             sampling_temperature=config.temperature,
         )
-        return [self._hypotheses(result, limit) for result, limit in zip(results, limits)]
 
-    def _hypotheses(self, result, limit: int) -> list[Hypothesis]:
-        """CTranslate2's finished hypotheses of one row as ours, ranked by our length penalty."""
-        alpha = self.config.length_penalty
+    def _hypotheses(self, rows: list[list[int]], results: list, limits: list[int]) -> list[list[Hypothesis]]:
+        """CTranslate2's finished hypotheses of each row as ours, ranked by our length penalty.
+
+        Ours ends every hypothesis that reaches the row's limit with EOS, scored with EOS's
+        log-probability there; CTranslate2's are cut at the limit without it, so those are
+        scored again (teacher-forced, EOS included), all of the batch in one call."""
         eos = self.vocab.target[EOS_ID]
+        penalty = _RAW_LOG_PROB_PENALTY if self.config.beam_size > 1 else 0.0
+        found = []  # per row: [(ids, log P or None when it must be scored again)]
+        for result, limit in zip(results, limits):
+            found.append([])
+            for tokens, score in zip(result.hypotheses, result.scores):
+                ended = bool(tokens) and tokens[-1] == eos
+                ids = [self.vocab.target_ids[t] for t in (tokens[:-1] if ended else tokens)]
+                # CTranslate2's score is log P / len ** penalty, len counting EOS.
+                found[-1].append((ids[:limit], score * len(tokens) ** penalty if ended and len(ids) <= limit else None))
+        cut = [(row, ids) for row, hyps in zip(rows, found) for ids, log_prob in hyps if log_prob is None]
+        rescored = iter(self._log_probs(cut))
+        alpha = self.config.length_penalty
         out = []
-        for tokens, score in zip(result.hypotheses, result.scores):
-            # CTranslate2's score (greedy and beam): log P / len ** alpha, len counting EOS.
-            log_prob = score * len(tokens) ** alpha if alpha else score
-            ended = bool(tokens) and tokens[-1] == eos
-            ids = [self.vocab.target_ids[t] for t in (tokens[:-1] if ended else tokens)][:limit]
-            out.append(Hypothesis(tokens=ids, log_prob=log_prob,
-                                  score=log_prob / float(length_normalizer(len(ids) + 1, alpha))))
-        out.sort(key=lambda h: -h.score)
-        return out[: self.config.nbest]
+        for hyps in found:
+            ranked = []
+            for ids, log_prob in hyps:
+                log_prob = next(rescored) if log_prob is None else log_prob
+                ranked.append(Hypothesis(tokens=ids, log_prob=log_prob,
+                                         score=log_prob / float(length_normalizer(len(ids) + 1, alpha))))
+            ranked.sort(key=lambda h: -h.score)
+            out.append(ranked[: self.config.nbest])
+        return out
+
+    def _log_probs(self, pairs: list[tuple[list[int], list[int]]]) -> list[float]:
+        """log P(target + EOS | source) of each (source, target), teacher-forced by CTranslate2."""
+        if not pairs:
+            return []
+        results = self.translator.score_batch([[self.vocab.source[i] for i in source] for source, _ in pairs],
+                                              [[self.vocab.target[i] for i in target] for _, target in pairs])
+        return [float(sum(result.log_probs)) for result in results]
 
     def describe(self) -> dict[str, Any]:
         return {"engine": self.name, "compute_type": self.translator.compute_type, "device": self.device,
                 "threads": self.threads, "export_quantization": self.info.get("quantization")}
+
+
+_RAW_LOG_PROB_PENALTY = 1e-6
+"""The length penalty CTranslate2 is given for beam search: see `CTranslate2Engine._translate`."""
+
+
+def _reached_limit(result, limit: int) -> bool:
+    """Whether a row's beam search reached its limit: some hypothesis has `limit` tokens or more
+    (EOS included when it ended). One that stopped sooner is what ours finds: the limit made no
+    difference (its longest hypotheses, ended at the last step, are among those returned)."""
+    return any(len(tokens) > limit for tokens in result.hypotheses)
 
 
 def pad(rows: list[list[int]]) -> torch.Tensor:

@@ -31,15 +31,17 @@ def run(package, **options):
     return translator([s for s, _ in read_pairs(40)]), translator.engine.describe()
 
 
-def test_both_engines_give_the_same_greedy_outputs(exported):
-    """Greedy only: random weights never end before the length limit, where the engines differ
-    by design (ours forces EOS there, CTranslate2 stops on any token); beam parity is tested on a
-    trained model, whose outputs end by themselves."""
+def test_both_engines_give_the_same_greedy_outputs_and_scores(exported):
+    """Every output here runs into the length limit: ours ends it with EOS and scores that EOS,
+    CTranslate2 cuts it, and the engine scores the cut output with EOS again. Greedy only:
+    random weights give PAD and BOS enough probability to take beam slots in CTranslate2's
+    search (ours forbids them), so beam parity is tested on a trained model."""
     ours, torch_engine = run(exported, beam_size=1, engine="torch", **FIXED)
     theirs, ct2_engine = run(exported, beam_size=1, engine="ctranslate2", **FIXED)
     assert (torch_engine["engine"], ct2_engine["engine"]) == ("torch", "ctranslate2")
     assert all(r.tokens == 8 for r in ours + theirs)
     assert [r.text for r in theirs] == [r.text for r in ours]
+    assert [r.score for r in theirs] == pytest.approx([r.score for r in ours], abs=1e-4)
 
 
 def test_nbest_lists_come_back_ranked_by_our_length_penalty(exported):
