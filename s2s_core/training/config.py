@@ -43,12 +43,13 @@ class OptimConfig:
 
 @dataclass(kw_only=True)
 class ScheduleConfig:
-    kind: Literal["inverse_sqrt", "cosine", "constant"] = "inverse_sqrt"
-    """Learning-rate shape after the linear warm-up."""
+    kind: Literal["inverse_sqrt", "cosine", "linear", "constant"] = "inverse_sqrt"
+    """Learning-rate shape after the linear warm-up. Cosine and linear decay to `min_lr_ratio`
+    at the end of training: `max_steps`, or the end of `max_minutes` if that comes first."""
     warmup_steps: int = 4000
     """Steps of linear warm-up from 0 to `optim.lr`."""
     min_lr_ratio: float = 0.0
-    """Cosine only: final learning rate as a share of the peak."""
+    """Cosine and linear: final learning rate as a share of the peak."""
 
     def problems(self) -> list[str]:
         out = config_lib.at_least(self, 0, "warmup_steps")

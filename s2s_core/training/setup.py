@@ -24,5 +24,5 @@ def build_trainer(pairs: TokenizedPairs, train: TrainConfig, model_config: Any, 
     module = build_model(model_config).to(device)
     model = wrap(module) if wrap is not None else module
     optimizer = build_optimizer(module, train.optim)
-    scheduler = build_scheduler(optimizer, train.schedule, train.max_steps)
+    scheduler = build_scheduler(optimizer, train.schedule, train.max_steps, train.max_minutes * 60)
     return Trainer(model, module, optimizer, scheduler, stream, train, device, rank, world_size)

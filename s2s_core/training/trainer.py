@@ -83,6 +83,7 @@ class Trainer:
     def train_step(self) -> dict:
         """One optimiser step over this worker's micro-batches; returns global step statistics."""
         start = time.perf_counter()
+        lr = self.scheduler.set(self.state.step, self.state.wall_seconds)
         positions = range(self.state.position, self.state.position + self.micro_batches_per_step)
         mine = positions[self.rank::self.world_size]
         total_target = sum(int(self.stream.pairs.tgt_lengths[self.stream.rows(p)].sum()) + len(self.stream.rows(p))
@@ -98,7 +99,7 @@ class Trainer:
         stats = self._all_reduce(stats)
         # The mean step time over workers: the same number on every rank, so a time budget
         # (`max_minutes`) stops them all at the same step.
-        return self._advance(stats[:5], grad_norm, float(stats[5]) / self.world_size)
+        return self._advance(stats[:5], grad_norm, float(stats[5]) / self.world_size, lr)
 
     def _micro_step(self, position: int, total_target: int) -> torch.Tensor:
         batch = self.stream.batch(position).to(self.device)
@@ -115,7 +116,6 @@ class Trainer:
         clip = self.config.optim.clip_norm or float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), clip)
         self.optimizer.step()
-        self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return float(grad_norm)
 
@@ -124,7 +124,7 @@ class Trainer:
             dist.all_reduce(stats)
         return stats
 
-    def _advance(self, stats: torch.Tensor, grad_norm: float, seconds: float) -> dict:
+    def _advance(self, stats: torch.Tensor, grad_norm: float, seconds: float, lr: float) -> dict:
         loss, nll, target, source, padded = stats.tolist()
         self.state.step += 1
         self.state.position += self.micro_batches_per_step
@@ -132,7 +132,7 @@ class Trainer:
         self.state.tokens_seen += int(target + source)
         self.state.wall_seconds += seconds
         return {"step": self.state.step, "epoch": self.state.epoch, "loss": loss / target, "nll": nll / target,
-                "lr": self.scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+                "lr": lr, "grad_norm": grad_norm,
                 "tokens_per_s": (target + source) / seconds, "padding": 1 - (target + source) / padded,
                 "tokens_seen": self.state.tokens_seen, "seconds_per_step": seconds}
 

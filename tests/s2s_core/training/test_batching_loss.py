@@ -95,3 +95,26 @@ def test_cosine_ends_at_the_minimum_ratio():
     assert factor(9) == pytest.approx(1.0)
     assert factor(59) == pytest.approx(0.1 + 0.9 * 0.5)
     assert factor(109) == pytest.approx(0.1)
+
+
+def test_linear_decays_to_the_minimum_ratio_at_max_steps():
+    factor = lr_factor(ScheduleConfig(kind="linear", warmup_steps=10, min_lr_ratio=0.0), max_steps=110)
+    assert factor(4) == pytest.approx(0.5) and factor(9) == pytest.approx(1.0)
+    assert factor(59) == pytest.approx(0.5)
+    assert factor(109) == pytest.approx(0.0) and factor(500) == pytest.approx(0.0)
+
+
+def test_a_time_budget_ends_the_decay_where_the_budget_will_run_out():
+    """1 s a step and a 60 s budget: training ends at step 60, long before max_steps."""
+    factor = lr_factor(ScheduleConfig(kind="linear", warmup_steps=10), max_steps=100_000, max_seconds=60)
+    assert factor(9, seconds=9.0) == pytest.approx(1.0)  # warm-up is counted in steps
+    assert factor(34, seconds=34.0) == pytest.approx(0.5)  # (35 - 10) / (60 - 10) of the way
+    assert factor(59, seconds=59.0) == pytest.approx(0.0, abs=1e-9)
+    # Twice as fast: the projection moves the end to step 120.
+    assert factor(64, seconds=32.0) == pytest.approx(1 - 55 / 110)
+    cosine = lr_factor(ScheduleConfig(kind="cosine", warmup_steps=10), max_steps=100_000, max_seconds=60)
+    assert cosine(34, seconds=34.0) == pytest.approx(0.5)
+    # Without a budget, or when max_steps comes first, steps decide.
+    assert lr_factor(ScheduleConfig(kind="linear", warmup_steps=10), max_steps=60)(34) == pytest.approx(0.5)
+    assert lr_factor(ScheduleConfig(kind="linear", warmup_steps=10), max_steps=60,
+                     max_seconds=3600)(34, seconds=34.0) == pytest.approx(0.5)
