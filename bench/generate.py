@@ -44,8 +44,13 @@ non-Intel CPUs) reaches, so there CTranslate2 float32 can beat this "ceiling".
 
 --quick writes bench/out/generate-quick.{md,json}, a full run bench/out/generate.{md,json}.
 
+--export-only runs the CT2 and "ours on CT2" engines alone (no torch, no HF), so more repeats fit
+in the same time, and writes bench/out/generate-export.{md,json}: for every cell, compute type and
+thread split, the two models' tokens/s and the median over rounds of their ratio (each round times
+both back to back, so load that comes and goes falls on both): the measure of our conversion.
+
 Usage: .venv/bin/python bench/generate.py [--quick] [--sizes small,base] [--batches 1,16,64]
-       [--repeats 3] [--profile]
+       [--repeats 3] [--profile] [--export-only]
 (needs `transformers` and `ctranslate2`, which `make bench` installs into .venv; the project
 does not use them).
 """
@@ -288,6 +293,50 @@ def markdown(result: dict, args: argparse.Namespace, gflops: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def tabulate_export(size: str, runs: dict[str, dict], args: argparse.Namespace) -> dict:
+    """--export-only: our export against the converted HF model, cell by cell, at each thread split."""
+    rows = []
+    for mode in MODES:
+        for batch in args.batches:
+            cell = f"{mode}/{batch}"
+            for name in sorted(e for e in runs if e.startswith("ct2-")):
+                theirs, ours = runs[name]["cells"][cell], runs["ours" + name]["cells"][cell]
+                # tokens/s ratio of one round = their seconds / our seconds (same sentences)
+                rounds = [a / b for a, b in zip(theirs["seconds"], ours["seconds"])]
+                _, compute_type, split = name.split("-")
+                rows.append({"mode": mode, "batch": batch, "compute_type": compute_type, "threads": split,
+                             "ct2": theirs["tokens_per_s"], "oursct2": ours["tokens_per_s"],
+                             "ratio_of_medians": ours["tokens_per_s"] / theirs["tokens_per_s"],
+                             "median_round_ratio": statistics.median(rounds), "round_ratios": rounds,
+                             "background_cores": max(theirs["background_cores"], ours["background_cores"])})
+    return {"size": SIZES[size], "dims": dims(size), "rows": rows}
+
+
+def write_export(results: list[dict], args: argparse.Namespace, started: float, load: str) -> None:
+    lines = [f"Our export (`s2s export`) against CTranslate2 on the converted HF model of the same size: the same "
+             f"engine, inputs and 26 decoder steps; {args.threads} threads as inter x intra; {args.repeats} rounds "
+             f"per cell, each timing every engine once in a rotating order; load average at start {load}; "
+             f"{time.perf_counter() - started:.0f} s in all.", ""]
+    all_ratios = []
+    for result in results:
+        lines += [f"### {result['size']}", "",
+                  "| mode | batch | type | threads | CT2 (HF model) tokens/s | ours on CT2 tokens/s | ratio of medians "
+                  "| median of round ratios | other load |", "|---|---:|---|---|---:|---:|---:|---:|---:|"]
+        for r in result["rows"]:
+            all_ratios.append(r["median_round_ratio"])
+            lines.append(f"| {r['mode']} | {r['batch']} | {r['compute_type']} | {r['threads']} | {r['ct2']:,.0f} "
+                         f"| {r['oursct2']:,.0f} | {r['ratio_of_medians']:.2f}x | {r['median_round_ratio']:.2f}x "
+                         f"| {r['background_cores']:.2f} |")
+        lines.append("")
+    lines.append(f"Median over all {len(all_ratios)} cells of the round ratio: {statistics.median(all_ratios):.3f}x "
+                 f"(lowest {min(all_ratios):.2f}x, highest {max(all_ratios):.2f}x; target >= {TARGET_EXPORT}x).")
+    text = "\n".join(lines) + "\n"
+    (OUT / "generate-export.md").write_text(text)
+    (OUT / "generate-export.json").write_text(json.dumps({"repeats": args.repeats, "threads": args.threads,
+                                                         "load_average_start": load, "sizes": results}, indent=2))
+    print(text)
+
+
 def load_average() -> str:
     try:
         return ", ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -310,6 +359,8 @@ def main() -> None:
     parser.add_argument("--wait-budget", type=float, default=180.0,
                         help="seconds of waiting for quiet in the whole run; then calls run whatever the load")
     parser.add_argument("--quick", action="store_true", help="smoke run: small, batch 16, 1 repeat")
+    parser.add_argument("--export-only", action="store_true",
+                        help="only CTranslate2 on the converted HF model against our export -> bench/out/generate-export.*")
     parser.add_argument("--profile", action="store_true",
                         help="only profile ours (base, beam 4, batch 64) -> bench/out/generate_profile.txt")
     args = parser.parse_args()
@@ -331,15 +382,19 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up workers and temp dirs
     torch.set_num_threads(args.threads)
     started, load = time.perf_counter(), load_average()
-    gflops = matmul_gflops(args)
-    engines = ["ours", "ours-int8", "hf"] + [f"{model}-{t}-{i}x{j}" for model in ("ct2", "oursct2")
-                                             for t in ("float32", "int8") for i, j in ct2_splits(args.threads)]
+    gflops = 0.0 if args.export_only else matmul_gflops(args)
+    ct2_engines = [f"{model}-{t}-{i}x{j}" for model in ("ct2", "oursct2")
+                   for t in ("float32", "int8") for i, j in ct2_splits(args.threads)]
+    engines = ct2_engines if args.export_only else ["ours", "ours-int8", "hf"] + ct2_engines
     results = []
     for size in sizes:
         with tempfile.TemporaryDirectory(prefix="s2s-generate-bench-") as tmp:
             prepare(size, Path(tmp))
             runs = measure(size, engines, Path(tmp), args)
-        results.append(tabulate(size, runs, args, gflops))
+        results.append(tabulate_export(size, runs, args) if args.export_only else tabulate(size, runs, args, gflops))
+    if args.export_only:
+        write_export(results, args, started, load)
+        return
     header = (f"Generation throughput, {os.cpu_count()} CPU cores, torch {torch.__version__} with {args.threads} "
               f"threads; fp32 matmul ceiling {gflops:.0f} GFLOP/s; load average at start {load}; "
               f"{time.perf_counter() - started:.0f} s in all, of which {WAITED['seconds']:.0f} s waiting for a quiet "
