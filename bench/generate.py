@@ -44,7 +44,7 @@ non-Intel CPUs) reaches, so there CTranslate2 float32 can beat this "ceiling".
 
 --quick writes bench/out/generate-quick.{md,json}, a full run bench/out/generate.{md,json}.
 
---export-only runs the CT2 and "ours on CT2" engines alone (no torch, no HF), so more repeats fit
+--export-only (bench/generate_export.py) runs the CT2 and "ours on CT2" engines alone (no torch, no HF), so more repeats fit
 in the same time, and writes bench/out/generate-export.{md,json}: for every cell, compute type and
 thread split, the two models' tokens/s and the median over rounds of their ratio (each round times
 both back to back, so load that comes and goes falls on both): the measure of our conversion.
@@ -74,12 +74,12 @@ sys.path.insert(0, str(BENCH))
 from generate_engines import (  # noqa: E402  (a sibling script, not a package)
     MODES, NEW_TOKENS, SEED, SIZES, SOURCE_LENGTHS, VOCAB, cpu_busy_seconds, dims, prepare, profile, sentence_flops,
     sources)
+from generate_export import TARGET_EXPORT, tabulate_export, write_export  # noqa: E402
 
 OUT = BENCH / "out"
 TITLES = {"ours": "ours", "ours-int8": "ours int8", "hf": "HF"}
 TARGET_HF, TARGET_CT2 = 1.6, 0.85  # ours/HF and ours/CT2 f32 at batch 16 and 64
 TARGET_BATCHES = (16, 64)
-TARGET_EXPORT = 0.95  # our export on CTranslate2 vs CTranslate2 on the converted HF model, same compute type
 # Issue reference medians (tokens/s), transformer-base, 2-core machine, batch 64.
 REFERENCE = {("beam4", 64): {"hf": 296, "ct2-float32": 543, "ct2-int8": 1125},
              ("greedy", 64): {"hf": 853, "ct2-float32": 1237, "ct2-int8": 3208}}
@@ -293,50 +293,6 @@ def markdown(result: dict, args: argparse.Namespace, gflops: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def tabulate_export(size: str, runs: dict[str, dict], args: argparse.Namespace) -> dict:
-    """--export-only: our export against the converted HF model, cell by cell, at each thread split."""
-    rows = []
-    for mode in MODES:
-        for batch in args.batches:
-            cell = f"{mode}/{batch}"
-            for name in sorted(e for e in runs if e.startswith("ct2-")):
-                theirs, ours = runs[name]["cells"][cell], runs["ours" + name]["cells"][cell]
-                # tokens/s ratio of one round = their seconds / our seconds (same sentences)
-                rounds = [a / b for a, b in zip(theirs["seconds"], ours["seconds"])]
-                _, compute_type, split = name.split("-")
-                rows.append({"mode": mode, "batch": batch, "compute_type": compute_type, "threads": split,
-                             "ct2": theirs["tokens_per_s"], "oursct2": ours["tokens_per_s"],
-                             "ratio_of_medians": ours["tokens_per_s"] / theirs["tokens_per_s"],
-                             "median_round_ratio": statistics.median(rounds), "round_ratios": rounds,
-                             "background_cores": max(theirs["background_cores"], ours["background_cores"])})
-    return {"size": SIZES[size], "dims": dims(size), "rows": rows}
-
-
-def write_export(results: list[dict], args: argparse.Namespace, started: float, load: str) -> None:
-    lines = [f"Our export (`s2s export`) against CTranslate2 on the converted HF model of the same size: the same "
-             f"engine, inputs and 26 decoder steps; {args.threads} threads as inter x intra; {args.repeats} rounds "
-             f"per cell, each timing every engine once in a rotating order; load average at start {load}; "
-             f"{time.perf_counter() - started:.0f} s in all.", ""]
-    all_ratios = []
-    for result in results:
-        lines += [f"### {result['size']}", "",
-                  "| mode | batch | type | threads | CT2 (HF model) tokens/s | ours on CT2 tokens/s | ratio of medians "
-                  "| median of round ratios | other load |", "|---|---:|---|---|---:|---:|---:|---:|---:|"]
-        for r in result["rows"]:
-            all_ratios.append(r["median_round_ratio"])
-            lines.append(f"| {r['mode']} | {r['batch']} | {r['compute_type']} | {r['threads']} | {r['ct2']:,.0f} "
-                         f"| {r['oursct2']:,.0f} | {r['ratio_of_medians']:.2f}x | {r['median_round_ratio']:.2f}x "
-                         f"| {r['background_cores']:.2f} |")
-        lines.append("")
-    lines.append(f"Median over all {len(all_ratios)} cells of the round ratio: {statistics.median(all_ratios):.3f}x "
-                 f"(lowest {min(all_ratios):.2f}x, highest {max(all_ratios):.2f}x; target >= {TARGET_EXPORT}x).")
-    text = "\n".join(lines) + "\n"
-    (OUT / "generate-export.md").write_text(text)
-    (OUT / "generate-export.json").write_text(json.dumps({"repeats": args.repeats, "threads": args.threads,
-                                                         "load_average_start": load, "sizes": results}, indent=2))
-    print(text)
-
-
 def load_average() -> str:
     try:
         return ", ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -393,7 +349,7 @@ def main() -> None:
             runs = measure(size, engines, Path(tmp), args)
         results.append(tabulate_export(size, runs, args) if args.export_only else tabulate(size, runs, args, gflops))
     if args.export_only:
-        write_export(results, args, started, load)
+        write_export(results, args, time.perf_counter() - started, load, OUT)
         return
     header = (f"Generation throughput, {os.cpu_count()} CPU cores, torch {torch.__version__} with {args.threads} "
               f"threads; fp32 matmul ceiling {gflops:.0f} GFLOP/s; load average at start {load}; "
