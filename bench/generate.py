@@ -44,10 +44,12 @@ non-Intel CPUs) reaches, so there CTranslate2 float32 can beat this "ceiling".
 
 --quick writes bench/out/generate-quick.{md,json}, a full run bench/out/generate.{md,json}.
 
---export-only (bench/generate_export.py) runs the CT2 and "ours on CT2" engines alone (no torch, no HF), so more repeats fit
-in the same time, and writes bench/out/generate-export.{md,json}: for every cell, compute type and
-thread split, the two models' tokens/s and the median over rounds of their ratio (each round times
-both back to back, so load that comes and goes falls on both): the measure of our conversion.
+--export-only (bench/generate_export.py) runs the CT2 and "ours on CT2" engines alone (no torch, no
+HF), so more repeats fit in the same time, and writes bench/out/generate-export.{md,json}. Here the
+two models share a process (one per compute type, thread split and load order, see
+generate_engines.pair_engine) and each call times both back to back: for every cell, the two
+models' tokens/s and the median over calls of their ratio, in each load order and over both: the
+measure of our conversion.
 
 Usage: .venv/bin/python bench/generate.py [--quick] [--sizes small,base] [--batches 1,16,64]
        [--repeats 3] [--profile] [--export-only]
@@ -197,6 +199,7 @@ def measure(size: str, engines: list[str], workdir: Path, args: argparse.Namespa
                         "seconds": seconds, "sentences": done[0]["sentences"],
                         "background_cores": statistics.median(c["background"] for c in done),
                         "retried": sum(c["retried"] for c in done),
+                        "per_model": [c["per_model"] for c in done],
                         "tokens_per_s": done[0]["sentences"] * NEW_TOKENS / statistics.median(seconds)}
                 print(f"  {SIZES[size]} {mode} batch {batch}: " + ", ".join(
                     f"{e} {runs[e]['cells'][cell]['tokens_per_s']:,.0f}" for e in runs) + " tokens/s",
@@ -341,7 +344,9 @@ def main() -> None:
     gflops = 0.0 if args.export_only else matmul_gflops(args)
     ct2_engines = [f"{model}-{t}-{i}x{j}" for model in ("ct2", "oursct2")
                    for t in ("float32", "int8") for i, j in ct2_splits(args.threads)]
-    engines = ct2_engines if args.export_only else ["ours", "ours-int8", "hf"] + ct2_engines
+    pairs = [f"pair-{t}-{i}x{j}-{first}" for t in ("float32", "int8") for i, j in ct2_splits(args.threads)
+             for first in ("theirs", "ours")]
+    engines = pairs if args.export_only else ["ours", "ours-int8", "hf"] + ct2_engines
     results = []
     for size in sizes:
         with tempfile.TemporaryDirectory(prefix="s2s-generate-bench-") as tmp:

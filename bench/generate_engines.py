@@ -206,6 +206,31 @@ def ct2_engine(workdir: Path, compute_type: str, inter: int, intra: int, model_d
     return run, {"inter_threads": inter, "intra_threads": intra}
 
 
+def pair_engine(workdir: Path, compute_type: str, inter: int, intra: int, first: str):
+    """Both CTranslate2 models in one process, loaded in the order `first` says ("ours" or
+    "theirs"), each call timing the two back to back, which one goes first alternating.
+
+    For --export-only: the speed of one process running the same model varies by up to 1.6x
+    from process to process on a 2-core VM (measured 2026-12-02), far more than the gap being
+    measured, and the model loaded first ran a few % slower in its process. One process per
+    model turns that luck into a false gap; a pair in one process, run in both load orders,
+    cancels it."""
+    order = ["oursct2", "ct2"] if first == "ours" else ["ct2", "oursct2"]
+    runs = {model: ct2_engine(workdir, compute_type, inter, intra, model)[0] for model in order}
+    calls = [0]
+
+    def run(mode: str, batches: list) -> dict[str, float]:
+        seconds = {}
+        for model in (order if calls[0] % 2 == 0 else order[::-1]):
+            start = time.perf_counter()
+            runs[model](mode, batches)
+            seconds[model] = time.perf_counter() - start
+        calls[0] += 1
+        return seconds
+
+    return run, {"inter_threads": inter, "intra_threads": intra, "loaded_first": order[0]}
+
+
 def cpu_busy_seconds() -> float:
     """CPU-seconds the whole machine has spent busy since boot (/proc/stat), all processes."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -228,6 +253,10 @@ def worker(args: argparse.Namespace) -> None:
         run, info = ours_engine(args.size, args.threads, int8=engine == "ours-int8")
     elif engine == "hf":
         run, info = hf_engine(args.size, args.threads, workdir)
+    elif engine.startswith("pair-"):  # pair-<type>-<inter>x<intra>-<ours|theirs>: see pair_engine
+        _, compute_type, split, first = engine.split("-")
+        inter, intra = (int(x) for x in split.split("x"))
+        run, info = pair_engine(workdir, compute_type, inter, intra, first)
     else:  # ct2-<type>-<inter>x<intra> (converted HF model) or oursct2-<type>-<inter>x<intra> (our export)
         model_dir, compute_type, split = engine.split("-")
         inter, intra = (int(x) for x in split.split("x"))
@@ -244,10 +273,10 @@ def worker(args: argparse.Namespace) -> None:
             return
         batches = batches_for(request["batch"], args.batch1_sentences)
         busy, cpu, start = cpu_busy_seconds(), time.process_time(), time.perf_counter()
-        run(request["mode"], batches)
+        per_model = run(request["mode"], batches)  # a pair engine's seconds by model, else None
         wall = time.perf_counter() - start
         reply.write(json.dumps({"seconds": wall, "cpu": time.process_time() - cpu,
-                                "busy": cpu_busy_seconds() - busy,
+                                "busy": cpu_busy_seconds() - busy, "per_model": per_model,
                                 "sentences": sum(len(b) for b in batches)}) + "\n")
         reply.flush()
 
@@ -283,7 +312,8 @@ def profile(threads: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description="one generation engine, driven over stdin/stdout")
     parser.add_argument("--engine", required=True,
-                        help="ours, ours-int8, hf, or ct2|oursct2-<float32|int8>-<inter>x<intra>")
+                        help="ours, ours-int8, hf, ct2|oursct2-<float32|int8>-<inter>x<intra>, or "
+                             "pair-<float32|int8>-<inter>x<intra>-<ours|theirs> (both, `theirs` loaded first or not)")
     parser.add_argument("--size", required=True, choices=sorted(SIZES))
     parser.add_argument("--workdir", help="where generate.py's prepare() saved the HF and CT2 models")
     parser.add_argument("--batch1-sentences", type=int, default=8)
