@@ -46,7 +46,7 @@ def held_out(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def run(held_out, tmp_path_factory) -> Path:
-    """A training run with its last 3 checkpoints and its model package (about a minute)."""
+    """A training run with its last 3 checkpoints and its model package (one to two minutes on the CI machine)."""
     output = tmp_path_factory.mktemp("export") / "run"
     assert cli.main(["train", "--data", str(held_out), "--output", str(output), *TRAIN]) == 0
     return output
