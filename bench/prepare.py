@@ -6,7 +6,7 @@ clean; the parent samples that subprocess's process tree every 0.1 s with psutil
   baseline          plain Python here (no Ray, Prefect or pipelines.*): read the TSV, split
                     lines and tabs, NFC + whitespace normalisation, the same filters, BLAKE2b-128
                     dedup in a set, hash split, one zstd Parquet file per split.
-  ours: shard job   plan + fingerprint + check_output + run_shard_job, tokenizer off, timed
+  ours: shard job   plan + fingerprint + claim_output + run_shard_job, tokenizer off, timed
                     after ray.init (Ray worker start-up is inside the time).
   ours: end to end  `s2s prepare` with the default config (tokenizer on), spawn to exit.
   tokenizer         train_sentencepiece alone on the 200k pairs the pipeline samples.
@@ -119,7 +119,7 @@ def run_shard_job(path: str, out: Path) -> dict:
     storage, config = Storage(settings.s3), build(PrepareConfig, parse_overrides(["tokenizer.enabled=false"]))
     plan = plan_inputs(storage, [(path, "auto")], config)
     fingerprints = job.fingerprint_inputs(storage, plan)
-    job.check_output(storage, str(out), job.dataset_id(fingerprints, config), overwrite=False)
+    job.claim_output(storage, str(out), job.dataset_id(fingerprints, config), overwrite=False)
     maps, shards, rejects = job.run_shard_job(storage, plan, config, str(out))
     wall = time.perf_counter() - started
     manifest = job.build_manifest("", fingerprints, config, maps, shards, rejects, None, plan)

@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 import traceback
+from dataclasses import asdict
 from typing import Sequence
 
 from pipelines import settings as settings_module
@@ -19,6 +20,20 @@ EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 TASKS = ("translate", "summarize")
 """`--task` values: Translator splits long inputs into sentences, Summarizer truncates them."""
+
+class _ForceAlias(argparse.Action):
+    """`--force`, the old name of `--overwrite`: still works, and says so."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print("note: --force is now called --overwrite (same meaning)", file=sys.stderr)
+        namespace.overwrite = True
+
+
+def _overwrite_argument(p: argparse.ArgumentParser, what: str) -> None:
+    """The one flag that lets a stage replace what is at its output."""
+    p.add_argument("--overwrite", action="store_true", help=what)
+    p.add_argument("--force", action=_ForceAlias, nargs=0, help="old name of --overwrite")
+
 
 def _prepare_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare", help="clean, deduplicate, split and shard corpora; train SentencePiece",
@@ -31,21 +46,22 @@ def _prepare_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test", action="append", default=[], metavar="URI", help="held-out test input instead of a hash split")
     p.add_argument("--output", required=True, metavar="URI", help="dataset location (local directory or s3://bucket/prefix)")
     p.add_argument("--config", metavar="FILE", help="YAML overlay of the prepare config")
-    p.add_argument("--overwrite", action="store_true", help="replace a different dataset already at --output")
+    _overwrite_argument(p, "replace a different dataset (or foreign files) at --output")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. tokenizer.vocab_size=16000")
     p.set_defaults(run=_run_prepare)
 
 
 def _run_prepare(args: argparse.Namespace, settings: settings_module.Settings) -> int:
-    from pipelines.prepare.flow import prepare_corpus, resolve_config, resolve_plan
+    from pipelines.prepare.flow import prepare_corpus
+    from pipelines.prepare.plan import PrepareRequest, plan
     from pipelines.prepare.report import counts_table
     from pipelines.storage import Storage
 
-    config = resolve_config(args.config, args.overrides)
-    resolve_plan(Storage(settings.s3), args.input, args.valid, args.test, config)  # fail fast
-    manifest = prepare_corpus(inputs=args.input, output=args.output, valid_inputs=args.valid,
-                              test_inputs=args.test, config_file=args.config, overrides=args.overrides,
-                              overwrite=args.overwrite)
+    request = PrepareRequest(inputs=args.input, output=args.output, valid_inputs=args.valid, test_inputs=args.test,
+                             config_file=args.config, overrides=args.overrides, overwrite=args.overwrite,
+                             ray_address=settings.ray_address)
+    plan(Storage(settings.s3), request)  # fail fast, before Ray and Prefect start
+    manifest = prepare_corpus(**asdict(request))
     print(counts_table(manifest, args.output))
     return 0
 
@@ -61,34 +77,23 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gpus-per-worker", type=float, default=0, metavar="G", help="GPUs per worker; 0 trains on CPU")
     p.add_argument("--cpus-per-worker", type=float, default=1, metavar="C", help="CPUs per worker (and torch threads)")
     p.add_argument("--max-failures", type=int, default=3, help="worker crashes survived by restarting from the last checkpoint")
-    p.add_argument("--force", action="store_true", help="discard a run with a different config at --output")
+    _overwrite_argument(p, "discard a run with a different config at --output")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides, e.g. preset=transformer-base max_steps=20000 model.dropout=0.2")
     p.set_defaults(run=_run_train)
 
 
 def _run_train(args: argparse.Namespace, settings: settings_module.Settings) -> int:
-    from pipelines.prepare.job import read_manifest
     from pipelines.storage import Storage, join
     from pipelines.train.flow import train_model
-    from pipelines.train.job import check_init_from, check_output, fit_vocabulary, resolve_config, run_config_of
+    from pipelines.train.plan import TrainRequest, plan
 
-    problems = [f"`--{name}` must be >= {low}, but is {value}" for name, value, low in
-                (("workers", args.workers, 1), ("gpus-per-worker", args.gpus_per_worker, 0),
-                 ("max-failures", args.max_failures, 0)) if value < low]
-    problems += [f"`--cpus-per-worker` must be > 0, but is {args.cpus_per_worker}"] if args.cpus_per_worker <= 0 else []
-    if problems:
-        raise ConfigError(problems)
-    # Fail fast, before Ray and Prefect start: config, dataset, vocabulary, output.
-    storage = Storage(settings.s3)
-    train, model = resolve_config(args.config, args.overrides)
-    manifest = read_manifest(storage, args.data)
-    model = fit_vocabulary(model, storage, args.data, manifest)
-    check_init_from(storage, train, manifest)
-    check_output(storage, args.output, run_config_of(train, model, args.data, manifest), args.force)
-    metadata = train_model(data=args.data, output=args.output, config_file=args.config, overrides=args.overrides,
+    request = TrainRequest(data=args.data, output=args.output, config_file=args.config, overrides=args.overrides,
                            workers=args.workers, gpus_per_worker=args.gpus_per_worker,
-                           cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures, force=args.force)
+                           cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures,
+                           overwrite=args.overwrite, ray_address=settings.ray_address)
+    plan(Storage(settings.s3), request)  # fail fast, before Ray and Prefect start
+    metadata = train_model(**asdict(request))
     scores = ", ".join(f"{k} {v:.2f}" for k, v in sorted((metadata.get("validation") or {}).items())
                        if isinstance(v, float))
     print(f"model package: {join(args.output, 'model')} (step {metadata['step']}" + (f"; {scores})" if scores else ")"))
@@ -112,50 +117,41 @@ def _generate_parser(sub: argparse._SubParsersAction, name: str, what: str) -> N
     p.add_argument("--gpus-per-worker", type=float, default=0, metavar="G", help="GPUs per actor; 0 runs on CPU")
     p.add_argument("--unit-mb", type=float, default=32, help="input MB per work unit (and output file)")
     p.add_argument("--config", metavar="FILE", help="YAML file of decoding options")
-    p.add_argument("--overwrite", action="store_true", help="replace a different job already at --output")
+    _overwrite_argument(p, "replace a different job (or foreign files) at --output")
     p.add_argument("--show", type=int, default=0, metavar="N", help="print N example rows (source and output) at the end")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="decoding options, e.g. beam_size=5 length_penalty=0.6")
     p.set_defaults(run=_run_generate, task=name)
 
 
 def _run_generate(args: argparse.Namespace, settings: settings_module.Settings) -> int:
-    from pipelines.generate.worker import resolve_generation
-
-    config = resolve_generation(args.config, args.overrides, args.task)
     if args.input is None:
         from pipelines.generate.interactive import generate_lines
+        from s2s_core.generation.config import resolve_generation
+
+        config = resolve_generation(args.config, args.overrides, args.task)
         return generate_lines(settings, args.task, args.model, config, args.text)
     if args.output is None:
         raise ConfigError(["`--output` is required with `--input`"])
-    problems = [f"`--{name}` must be >= {low}, but is {value}" for name, value, low in
-                (("workers", args.workers, 1), ("gpus-per-worker", args.gpus_per_worker, 0)) if value < low]
-    problems += [f"`--{name}` must be > 0, but is {value}" for name, value in
-                 (("cpus-per-worker", args.cpus_per_worker), ("unit-mb", args.unit_mb)) if value <= 0]
-    if problems:
-        raise ConfigError(problems)
-    return _run_bulk(args, settings, config)
+    return _run_bulk(args, settings)
 
 
-def _run_bulk(args: argparse.Namespace, settings: settings_module.Settings, config) -> int:
-    from pipelines.generate.flow import bulk_generate, examples, plan_job
-    from pipelines.generate.job import check_output
-    from pipelines.generate.units import Columns
-    from pipelines.storage import Storage, absolute
+def _run_bulk(args: argparse.Namespace, settings: settings_module.Settings) -> int:
+    from pipelines.generate.flow import bulk_generate, examples
+    from pipelines.generate.plan import BulkRequest, plan
+    from pipelines.storage import Storage
 
+    request = BulkRequest(task=args.task, model=args.model, input=args.input, output=args.output,
+                          column=args.column, id_column=args.id_column, workers=args.workers,
+                          cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
+                          config_file=args.config, overrides=args.overrides, overwrite=args.overwrite,
+                          unit_mb=args.unit_mb, ray_address=settings.ray_address)
     storage = Storage(settings.s3)
-    planned = plan_job(storage, args.task, absolute(args.model), absolute(args.input), absolute(args.output),
-                       Columns(args.column, args.id_column), config, args.cpus_per_worker, args.gpus_per_worker,
-                       args.unit_mb)  # fail fast, before Ray and Prefect start
-    check_output(storage, absolute(args.output), planned.identity, args.overwrite)
-    summary = bulk_generate(task=args.task, model=args.model, input=args.input, output=args.output,
-                            column=args.column, id_column=args.id_column, workers=args.workers,
-                            cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
-                            config_file=args.config, overrides=args.overrides, overwrite=args.overwrite,
-                            unit_mb=args.unit_mb)
+    planned = plan(storage, request)  # fail fast, before Ray and Prefect start
+    summary = bulk_generate(**asdict(request))
     flags = ", ".join(f"{summary[f]} {f}" for f in ("split", "truncated", "empty") if summary[f])
     print(f"{args.output}: {summary['rows_out']:,} rows ({summary['error']} errors" + (f", {flags})" if flags else ")")
           + f", {summary['throughput']['rows_per_s']:,.1f} rows/s")
-    for example in examples(storage, absolute(args.output), planned.units, args.show) if args.show > 0 else []:
+    for example in examples(storage, planned.spec.output, planned.units, args.show) if args.show > 0 else []:
         print(f"\n  [{example['id']}] {example['source']}\n  -> {example['output']}")
     return 0
 
@@ -181,19 +177,15 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace, settings: settings_module.Settings) -> int:
-    from pipelines.evaluate.flow import check_metrics, evaluate_model, read_test_set, score_lines
-    from pipelines.generate.worker import package_id, resolve_generation
-    from pipelines.storage import Storage, absolute
+    from pipelines.evaluate.flow import evaluate_model, score_lines
+    from pipelines.evaluate.plan import EvalRequest, plan
+    from pipelines.storage import Storage
 
-    storage = Storage(settings.s3)
-    check_metrics(args.task, args.metrics)  # fail fast, before Prefect starts
-    resolve_generation(args.config, args.overrides, args.task)
-    for package in filter(None, (args.model, args.baseline)):
-        package_id(storage, absolute(package))
-    read_test_set(storage, absolute(args.test))
-    report = evaluate_model(model=args.model, test=args.test, output=args.output, task=args.task,
-                            metrics=args.metrics, baseline=args.baseline, config_file=args.config,
-                            overrides=args.overrides, bootstrap=args.bootstrap, resamples=args.resamples)
+    request = EvalRequest(model=args.model, test=args.test, output=args.output, task=args.task, metrics=args.metrics,
+                          baseline=args.baseline, config_file=args.config, overrides=args.overrides,
+                          bootstrap=args.bootstrap, resamples=args.resamples)
+    plan(Storage(settings.s3), request)  # fail fast, before Prefect starts and any model generates
+    report = evaluate_model(**asdict(request))
     print("\n".join(score_lines(report)))
     for name, row in report.get("comparison", {}).get("scores", {}).items():
         print(f"{name}: {row['candidate']} vs baseline {row['baseline']} ({row['delta']:+.2f}, p = {row['p_value']})")

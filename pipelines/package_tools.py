@@ -7,11 +7,12 @@ result when the output is s3://, a package's metadata.json last.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import tempfile
 from pathlib import Path
 
-from pipelines.generate.worker import local_package, package_id
+from pipelines.packages import package_id, staged_package
 from pipelines.settings import Settings
 from pipelines.storage import NotFound, Storage, absolute, basename, is_s3, join
 from s2s_core.errors import CheckpointError, ConfigError
@@ -51,11 +52,12 @@ def _run_export(args: argparse.Namespace, settings: Settings) -> int:
     storage = Storage(settings.s3)
     model = absolute(args.model)
     package_id(storage, model)
-    package = load_package(local_package(storage, model))
     output = absolute(args.output) if args.output else join(model, EXPORT_DIR)
     if (model.rstrip("/") + "/").startswith(output.rstrip("/") + "/"):  # the export replaces its directory
         raise ConfigError([f"`--output` {output} would replace the package itself: give a new directory "
                            f"(default: {join(model, EXPORT_DIR)})"])
+    with staged_package(storage, model) as local:
+        package = load_package(local)
     with tempfile.TemporaryDirectory(prefix="s2s-export-") as tmp:
         target = Path(tmp) / "export" if is_s3(output) else Path(output)
         export_ctranslate2(package, target, args.quantization)
@@ -77,8 +79,8 @@ def _run_average(args: argparse.Namespace, settings: Settings) -> int:
     else:
         names = [absolute(uri) for uri in args.checkpoints]
     output = absolute(args.output)
-    sources = [read_source(_local_copy(storage, name), name) for name in names]
-    with tempfile.TemporaryDirectory(prefix="s2s-average-") as tmp:
+    with contextlib.ExitStack() as staged, tempfile.TemporaryDirectory(prefix="s2s-average-") as tmp:
+        sources = [read_source(staged.enter_context(_staged_copy(storage, name)), name) for name in names]
         target = Path(tmp) / "package" if is_s3(output) else Path(output)
         metadata = average_checkpoints(sources, target)
         if is_s3(output):
@@ -114,7 +116,8 @@ def last_checkpoints(storage: Storage, run: str, count: int) -> list[str]:
     return [steps[step] for step in sorted(steps)[-count:]]
 
 
-def _local_copy(storage: Storage, uri: str) -> Path:
+def _staged_copy(storage: Storage, uri: str) -> contextlib.AbstractContextManager[Path]:
+    """A checkpoint or package as a local directory while it is used (see `staged_package`)."""
     if not storage.exists(uri):
         raise CheckpointError(uri, "not found")
-    return local_package(storage, uri)
+    return staged_package(storage, uri)

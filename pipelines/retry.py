@@ -12,7 +12,6 @@ from pipelines.settings import Settings
 from pipelines.storage import StorageUnavailable
 from s2s_core.errors import S2SError
 
-
 # OSErrors that mean "this path is wrong", not "the network hiccuped".
 PERMANENT_OS_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
 

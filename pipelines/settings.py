@@ -8,7 +8,7 @@ which pyarrow and boto3 resolve themselves when no explicit key is set here.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping
 
 
@@ -84,12 +84,15 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "") not in ("", "0", "false")
 
 
-def with_ray_address(settings: Settings, address: str) -> Settings:
-    """`--ray-address` on the command line wins over the environment: for this process's
-    settings and for every later `load_settings()` in it (the flows read their own)."""
-    from dataclasses import replace
-    os.environ["S2S_RAY_ADDRESS"] = address
-    return replace(settings, ray_address=address)
+def with_ray_address(settings: Settings, address: str | None) -> Settings:
+    """`settings` with `address` (e.g. `--ray-address`, a flow's `ray_address` parameter) in
+    place of the environment's, when given."""
+    return replace(settings, ray_address=address) if address else settings
+
+
+def run_settings(ray_address: str | None = None) -> Settings:
+    """A flow's settings: the environment's, with the run's own Ray address when it has one."""
+    return with_ray_address(load_settings(), ray_address)
 
 
 def use_prefect_api(url: str) -> None:

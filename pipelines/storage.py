@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import json
 import os
 import posixpath
 import shutil
@@ -17,13 +18,12 @@ import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Any, Iterator
 
 import pyarrow.fs as pafs
 
 from pipelines.settings import S3Settings
-from s2s_core.errors import LocationError
-
+from s2s_core.errors import InputError, LocationError
 
 UNREACHABLE = "cannot reach the S3 endpoint"
 
@@ -182,6 +182,20 @@ class Storage:
                     handle.seek(offset)
                 return handle.read() if length is None else handle.read(length)
 
+    def read_json(self, uri: str) -> Any:
+        """The parsed JSON document at `uri`.
+
+        Raises:
+            NotFound: nothing there; InputError: not UTF-8 JSON (naming the file and the place).
+        """
+        data = self.read_bytes(uri)
+        try:
+            return json.loads(data.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            raise InputError(uri, f"is not UTF-8 text (byte {err.start + 1}): not a JSON file") from None
+        except json.JSONDecodeError as err:
+            raise InputError(uri, f"is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})") from None
+
     @contextlib.contextmanager
     def open_read(self, uri: str) -> Iterator[IO[bytes]]:
         """A seekable binary file object (what pyarrow.parquet and gzip need)."""
@@ -200,6 +214,11 @@ class Storage:
         """Write a whole file atomically (see module docstring)."""
         with self.open_write(uri) as handle:
             handle.write(data)
+
+    def write_json(self, uri: str, document: Any, indent: int | None = 2) -> None:
+        """Write `document` as JSON (keys sorted, so the same document gives the same bytes), atomically."""
+        text = json.dumps(document, indent=indent, sort_keys=True)
+        self.write_bytes(uri, (text + "\n" if indent is not None else text).encode())
 
     @contextlib.contextmanager
     def open_write(self, uri: str) -> Iterator[IO[bytes]]:

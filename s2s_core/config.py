@@ -7,13 +7,12 @@ nested config dataclasses. Each class may define `problems() -> list[str]` for v
 
 from __future__ import annotations
 
-import re
-
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 import yaml
 
@@ -103,6 +102,35 @@ def build(cls: type[C], data: dict[str, Any]) -> C:
     if problems:
         raise ConfigError(problems)
     return config
+
+
+def layers(config_file: str | Path | None, overrides: list[str]) -> dict[str, Any]:
+    """A YAML file (if any) overlaid with `key=value` overrides, as plain nested data.
+
+    Raises:
+        ConfigError: an unreadable file or a malformed override.
+    """
+    return merge(load_yaml(config_file) if config_file else {}, parse_overrides(overrides))
+
+
+def resolve(cls: type[C], config_file: str | Path | None, overrides: list[str],
+            presets: Mapping[str, Callable[[], C]] | None = None, default_preset: str | None = None,
+            kind: str = "") -> C:
+    """The one way a config is resolved: defaults <- preset <- YAML file <- `key=value` overrides.
+
+    With `presets`, the `preset` key (from the file or an override; else `default_preset`) names
+    the builder whose config the file and overrides overlay; `kind` names them in messages.
+
+    Raises:
+        ConfigError: an unknown preset, key, wrongly typed or invalid value, all listed together.
+    """
+    data = layers(config_file, overrides)
+    if presets is None:
+        return build(cls, data)
+    name = str(data.pop("preset", default_preset))
+    if name not in presets:
+        raise ConfigError([f"unknown {kind + ' ' if kind else ''}preset {name!r} (valid presets: {', '.join(presets)})"])
+    return build(cls, merge(to_dict(presets[name]()), data))
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -23,10 +23,11 @@ import torch
 
 from s2s_core.config import to_dict
 from s2s_core.errors import CheckpointError, ConfigError
+from s2s_core.files import index_files, load_weights, read_json_file, verify_files
 from s2s_core.tokenizer import Tokenizer
-from s2s_core.training.checkpoint import load_weights, sha256_of
 
 METADATA = "metadata.json"
+NOT_A_PACKAGE = "missing: not a model package (or an incomplete copy)"
 
 
 @dataclass
@@ -49,8 +50,7 @@ def save_package(directory: Path, model: torch.nn.Module, model_config: Any, tok
     (directory / "config.json").write_text(json.dumps(to_dict(model_config), indent=2, sort_keys=True) + "\n")
     safetensors.torch.save_model(model, str(directory / "model.safetensors"))
     shutil.copytree(tokenizer_dir, directory / "tokenizer", dirs_exist_ok=True)
-    files = {str(p.relative_to(directory)): {"bytes": p.stat().st_size, "sha256": sha256_of(p)}
-             for p in sorted(directory.rglob("*")) if p.is_file() and p.name != METADATA}
+    files = index_files(directory, exclude=METADATA)
     (directory / METADATA).write_text(json.dumps({**metadata, "files": files}, indent=2, sort_keys=True) + "\n")
 
 
@@ -63,10 +63,10 @@ def load_package(directory: Path, device: str | torch.device = "cpu") -> ModelPa
     """
     from s2s_core.models import build_model, config_from_dict
 
-    metadata = _read_json(directory / METADATA)
+    metadata = read_json_file(directory / METADATA, NOT_A_PACKAGE)
     verify_package_files(directory, metadata.get("files", {}))
     try:
-        config = config_from_dict(_read_json(directory / "config.json"))
+        config = config_from_dict(read_json_file(directory / "config.json", NOT_A_PACKAGE))
     except ConfigError as err:
         raise CheckpointError(str(directory / "config.json"), f"invalid model config ({'; '.join(err.problems)})") from None
     source = Tokenizer.from_dir(directory / "tokenizer", "source")
@@ -84,20 +84,6 @@ def check_vocabulary(config: Any, source_size: int, target_size: int, where: str
                                      f"match the model config ({config.src_vocab_size}, {config.tgt_vocab_size})")
 
 
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise CheckpointError(str(path), "missing: not a model package (or an incomplete copy)")
-    try:
-        return json.loads(path.read_text())
-    except ValueError:
-        raise CheckpointError(str(path), "is not valid JSON") from None
-
-
 def verify_package_files(directory: Path, files: dict[str, dict]) -> None:
     """Raise CheckpointError naming the first listed file that is missing, truncated or altered."""
-    for rel, expected in files.items():
-        path = directory / rel
-        if not path.is_file():
-            raise CheckpointError(str(path), "missing from the model package")
-        if path.stat().st_size != expected["bytes"] or sha256_of(path) != expected["sha256"]:
-            raise CheckpointError(str(path), "truncated or corrupted (size or SHA-256 differs from metadata.json)")
+    verify_files(directory, files, "model package", METADATA)

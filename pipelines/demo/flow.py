@@ -17,18 +17,20 @@ from pathlib import Path
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+from pipelines.datasets import read_manifest
 from pipelines.demo.plan import DemoPlan, demo_plan
 from pipelines.demo.summary import DemoResults, summary_markdown, summary_text
-from pipelines.evaluate.flow import evaluate_model, read_test_set
+from pipelines.evaluate.flow import evaluate_model
+from pipelines.evaluate.plan import read_test_set
 from pipelines.generate.flow import bulk_generate
-from pipelines.generate.worker import package_id, resolve_generation
+from pipelines.packages import package_id
 from pipelines.prepare.flow import prepare_corpus
-from pipelines.prepare.job import read_manifest
 from pipelines.settings import load_settings
 from pipelines.storage import NotFound, Storage, join
-from pipelines.train import job as train_job
+from pipelines.train import plan as train_plan
 from pipelines.train.flow import train_model
 from s2s_core.config import to_dict
+from s2s_core.generation.config import resolve_generation
 
 
 def _stage(number: int, title: str) -> float:
@@ -81,10 +83,10 @@ def _train(storage: Storage, plan: DemoPlan) -> dict:
     """The model package's metadata, training only when no finished run is there to reuse."""
     if _training_done(storage, plan):
         print("reusing the finished training run (same config)", file=sys.stderr)
-        return json.loads(storage.read_bytes(join(plan.uri("train"), "model", "metadata.json")))
-    # force: a run with another config at the demo's own output is an older demo; start over.
+        return storage.read_json(join(plan.uri("train"), "model", "metadata.json"))
+    # overwrite: a run with another config at the demo's own output is an older demo; start over.
     return train_model(data=plan.uri("dataset"), output=plan.uri("train"), overrides=plan.train_overrides,
-                       workers=plan.train_workers, force=True)
+                       workers=plan.train_workers, overwrite=True)
 
 
 def _evaluate(storage: Storage, plan: DemoPlan, model: str, test: str) -> dict:
@@ -99,12 +101,12 @@ def _evaluate(storage: Storage, plan: DemoPlan, model: str, test: str) -> dict:
 
 def _training_done(storage: Storage, plan: DemoPlan) -> bool:
     """The run at the train output finished `max_steps` with exactly this config."""
-    train, model = train_job.resolve_config(None, plan.train_overrides)
+    train, model = train_plan.resolve_config(None, plan.train_overrides)
     manifest = read_manifest(storage, plan.uri("dataset"))
-    model = train_job.fit_vocabulary(model, storage, plan.uri("dataset"), manifest)
-    wanted = json.loads(json.dumps(train_job.run_config_of(train, model, plan.uri("dataset"), manifest)))
+    model = train_plan.fit_vocabulary(model, storage, plan.uri("dataset"), manifest)
+    wanted = json.loads(json.dumps(train_plan.run_config_of(train, model, plan.uri("dataset"), manifest)))
     try:
-        existing = json.loads(storage.read_bytes(join(plan.uri("train"), "config.json")))
+        existing = storage.read_json(join(plan.uri("train"), "config.json"))
         storage.read_bytes(join(plan.uri("train"), "model", "metadata.json"))  # the package exists
         logged = storage.read_bytes(join(plan.uri("train"), "metrics", "train.jsonl")).decode().splitlines()
     except NotFound:
@@ -117,7 +119,7 @@ def _training_done(storage: Storage, plan: DemoPlan) -> bool:
 def _reusable_report(storage: Storage, plan: DemoPlan, model: str, test: str) -> dict | None:
     """The existing evaluation report if it is for this model, test set and decoding options."""
     try:
-        report = json.loads(storage.read_bytes(join(plan.uri("evaluation"), "report.json")))
+        report = storage.read_json(join(plan.uri("evaluation"), "report.json"))
     except NotFound:
         return None
     config = resolve_generation(None, plan.decoding_overrides, plan.task)

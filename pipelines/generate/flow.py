@@ -2,15 +2,14 @@
 
 The flow holds no tensor code: one Prefect task wraps the whole actor-pool job. Running the
 same command again after any failure finishes the job: committed units are skipped, which is
-also why the pool task may be retried after a transient cluster failure. With `submission`,
-the run records its progress on that submission (see pipelines/orchestrate/submissions.py).
+also why the pool task may be retried after a transient cluster failure. A submitted job
+(`s2s submit`) runs inside orchestrate's `bulk_submission` flow, which records its outcome.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import sys
-from dataclasses import dataclass
 
 import pyarrow.parquet as pq
 from prefect import flow, get_run_logger, task
@@ -18,43 +17,23 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from pipelines import ray_runtime
 from pipelines.generate import job
-from pipelines.generate.units import Columns, Unit, plan_units
-from pipelines.generate.worker import FLAGS, JobSpec, output_uri, package_id, resolve_generation
-from pipelines.orchestrate.submissions import Registry
+from pipelines.generate.plan import BulkPlan, BulkRequest, claim_output, plan
+from pipelines.generate.units import Unit
+from pipelines.generate.worker import FLAGS, output_uri
 from pipelines.retry import io_task_options
-from pipelines.settings import Settings, load_settings, with_ray_address
-from pipelines.storage import Storage, absolute, basename
-from s2s_core.generation import GenerationConfig
+from pipelines.settings import run_settings
+from pipelines.storage import Storage, basename
 
 EXAMPLES = 5
 
 
-@dataclass(frozen=True)
-class PlannedJob:
-    spec: JobSpec
-    units: list[Unit]
-    identity: dict
-
-
-def plan_job(storage: Storage, task_name: str, model: str, input_uri: str, output: str, columns: Columns,
-             config: GenerationConfig, cpus_per_worker: float, gpus_per_worker: float, unit_mb: float) -> PlannedJob:
-    """Check the model package and the input, cut the input into units. No Ray, no Prefect."""
-    spec = JobSpec(storage=storage, task=task_name, model=model, model_id=package_id(storage, model), config=config,
-                   columns=columns, output=output, device="cuda" if gpus_per_worker > 0 else "cpu",
-                   threads=max(1, round(cpus_per_worker)))
-    units = plan_units(storage, input_uri, columns, unit_mb)
-    return PlannedJob(spec, units, job.job_identity(spec, input_uri, units, unit_mb))
+@task
+def plan_task(storage: Storage, request: BulkRequest) -> BulkPlan:
+    return plan(storage, request)
 
 
 @task
-def plan(storage: Storage, task_name: str, model: str, input_uri: str, output: str, columns: Columns,
-         config: GenerationConfig, cpus_per_worker: float, gpus_per_worker: float, unit_mb: float) -> PlannedJob:
-    return plan_job(storage, task_name, model, input_uri, output, columns, config, cpus_per_worker,
-                    gpus_per_worker, unit_mb)
-
-
-@task
-def actor_pool(planned: PlannedJob, workers: int, cpus_per_worker: float, gpus_per_worker: float) -> dict:
+def actor_pool(planned: BulkPlan, workers: int, cpus_per_worker: float, gpus_per_worker: float) -> dict:
     return job.run_job(planned.spec, planned.units, planned.identity, workers, cpus_per_worker,
                        gpus_per_worker, sys.stderr)
 
@@ -74,59 +53,30 @@ def _run_name() -> str:
 def bulk_generate(task: str, model: str, input: str, output: str, column: str = "source",  # noqa: A002
                   id_column: str | None = None, workers: int = 1, cpus_per_worker: float = 1.0,
                   gpus_per_worker: float = 0.0, config_file: str | None = None, overrides: list[str] | None = None,
-                  overwrite: bool = False, unit_mb: float = 32.0, submission: str | None = None,
-                  ray_address: str | None = None) -> dict:
+                  overwrite: bool = False, unit_mb: float = 32.0, ray_address: str | None = None) -> dict:
     """`task` ('translate' or 'summarize') every row of `input` with the package `model` into
-    `output`; returns the `_SUCCESS` summary (counts, options, throughput). `submission`: the
-    id of the submission this run processes; `ray_address`: a Ray cluster instead of the
-    process's default."""
-    logger = get_run_logger()
-    model, input, output = absolute(model), absolute(input), absolute(output)
-    settings = load_settings()
-    if ray_address:
-        settings = with_ray_address(settings, ray_address)
+    `output` (see `BulkRequest` for the parameters); returns the `_SUCCESS` summary (counts,
+    options, throughput)."""
+    request = BulkRequest(task=task, model=model, input=input, output=output, column=column, id_column=id_column,
+                          workers=workers, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
+                          config_file=config_file, overrides=overrides, overwrite=overwrite, unit_mb=unit_mb,
+                          ray_address=ray_address)
+    settings = run_settings(ray_address)
     storage = Storage(settings.s3)
-    registry = Registry(storage, settings.state) if submission else None
-    if registry:
-        from prefect.runtime import flow_run
-
-        from pipelines.orchestrate.runs import live_run
-        registry.claim(submission, str(flow_run.id), live_run)
-    try:
-        summary = _run(settings, storage, task, model, input, output, Columns(column, id_column),
-                       resolve_generation(config_file, overrides or [], task), workers, cpus_per_worker,
-                       gpus_per_worker, overwrite, unit_mb)
-    except BaseException as err:
-        if registry:
-            registry.mark(submission, "failed", error=first_line(err))
-        raise
-    if registry:
-        registry.mark(submission, "done", rows_out=summary["rows_out"])
-    logger.info("%s: %d rows in, %d out (%d errors) -> %s", task, summary["rows_in"], summary["rows_out"],
-                summary["error"], output)
-    return summary
-
-
-def _run(settings: Settings, storage: Storage, task_name: str, model: str, input_uri: str, output: str,
-         columns: Columns, config: GenerationConfig, workers: int, cpus_per_worker: float, gpus_per_worker: float,
-         overwrite: bool, unit_mb: float) -> dict:
     io = io_task_options(settings)
-    planned = plan.with_options(**io)(storage, task_name, model, input_uri, output, columns, config,
-                                      cpus_per_worker, gpus_per_worker, unit_mb)
+    planned = plan_task.with_options(**io)(storage, request)
     ray_runtime.ensure_ray(settings)
     ray_runtime.check_resources(workers, cpus_per_worker, gpus_per_worker, settings.scale_wait_s)
-    job.claim_output(storage, output, planned.identity, overwrite)
+    claim_output(storage, planned.spec.output, planned.identity, overwrite)
     summary = actor_pool.with_options(**io)(planned, workers, cpus_per_worker, gpus_per_worker)
-    create_markdown_artifact(summary_markdown(summary, output), key=f"{task_name}-summary",
-                             description=f"bulk {task_name} -> {output}")
-    create_table_artifact(examples(storage, output, planned.units), key=f"{task_name}-examples",
+    output = planned.spec.output
+    create_markdown_artifact(summary_markdown(summary, output), key=f"{task}-summary",
+                             description=f"bulk {task} -> {output}")
+    create_table_artifact(examples(storage, output, planned.units), key=f"{task}-examples",
                           description="the first rows of the output")
+    get_run_logger().info("%s: %d rows in, %d out (%d errors) -> %s", task, summary["rows_in"],
+                          summary["rows_out"], summary["error"], output)
     return summary
-
-
-def first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def summary_markdown(summary: dict, output: str) -> str:

@@ -10,7 +10,7 @@ import itertools
 import sys
 from typing import Iterable, Iterator, TextIO
 
-from pipelines.generate.worker import TEXT_LAYERS, local_package, package_id
+from pipelines.packages import open_text_layer
 from pipelines.settings import Settings
 from pipelines.storage import Storage, absolute
 from s2s_core.generation import GenerationConfig
@@ -21,11 +21,7 @@ BLOCK_LINES = 512
 def generate_lines(settings: Settings, task: str, model: str, config: GenerationConfig, texts: list[str] | None,
                    stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
     """Print one output line per input text (`texts`, else each stdin line); returns 0."""
-    from s2s_core.package import load_package
-
-    storage, model = Storage(settings.s3), absolute(model)
-    package_id(storage, model)  # a clear error for a path that is not a package
-    text_layer = TEXT_LAYERS[task](load_package(local_package(storage, model)), config)
+    text_layer = open_text_layer(Storage(settings.s3), absolute(model), task, config)
     out = stdout or sys.stdout
     lines = texts if texts is not None else (line.rstrip("\n") for line in (stdin or sys.stdin))
     for block in _blocks(lines, BLOCK_LINES):

@@ -9,8 +9,6 @@ Output layout (local directory or s3:// prefix):
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 import time
 from collections import Counter, deque
@@ -23,68 +21,13 @@ from pipelines.generate.units import Unit
 from pipelines.generate.worker import FLAGS, JobSpec, UnitWorker, marker_uri
 from pipelines.progress import Progress
 from pipelines.storage import NotFound, Storage, basename, join
-from s2s_core.config import to_dict
-from s2s_core.errors import OutputError
-from s2s_core.export.ct2 import EXPORT_DIR, EXPORT_INFO
 
-JOB_FILE, SUCCESS, COMMITS = "_job.json", "_SUCCESS", "_commits"
+SUCCESS, COMMITS = "_SUCCESS", "_commits"
 IN_FLIGHT_PER_WORKER = 2  # one running, one queued: the actor never waits for the driver
 ACTOR_RESTARTS = 3  # Ray restarts a dead actor process this often, on any node with room
 UNIT_ATTEMPTS = 4  # a unit whose worker died this often is likely what kills it: stop
 NO_WORKER_GRACE_S = 300.0  # no live worker for this long: the cluster cannot place one, stop
 PING_EVERY_S = 2.0  # how often a restarting actor is asked whether it is back
-
-
-def job_identity(spec: JobSpec, input_uri: str, units: list[Unit], unit_mb: float) -> dict:
-    """What must match for a rerun to continue into the same output."""
-    options = to_dict(spec.config)
-    options.pop("max_tokens")  # batching changes speed, not outputs (batch invariance)
-    return {"task": spec.task, "model_id": spec.model_id, "generation": options, "input": input_uri,
-            "export": export_id(spec) if spec.config.engine != "torch" else None,
-            "columns": {"text": spec.columns.text, "id": spec.columns.id}, "unit_mb": unit_mb,
-            "units": len(units), "units_sha256": hashlib.sha256("\n".join(u.id for u in units).encode()).hexdigest()}
-
-
-def export_id(spec: JobSpec) -> str | None:
-    """The hash of the package's CTranslate2 export.json, if it has one: an export added to (or
-    redone in) the package after a run started changes what engine=auto runs, so it is part of
-    the job's identity."""
-    try:
-        info = spec.storage.read_bytes(join(spec.model, EXPORT_DIR, EXPORT_INFO))
-    except NotFound:
-        return None
-    return hashlib.sha256(info).hexdigest()[:16]
-
-
-def check_output(storage: Storage, output: str, identity: dict, overwrite: bool) -> bool:
-    """Refuse an output that holds another job (or other files) unless `overwrite`.
-
-    Returns True when `overwrite` must clear it first.
-    """
-    try:
-        existing = json.loads(storage.read_bytes(join(output, JOB_FILE)))
-    except NotFound:
-        existing = None
-    if existing is None:
-        try:
-            foreign = [e.uri for e in storage.list(output)]
-        except NotFound:
-            foreign = []
-        if foreign and not overwrite:
-            raise OutputError(output, f"is not empty and holds no bulk job ({basename(foreign[0])}, ...); "
-                                      "use another --output or --overwrite")
-        return bool(foreign)
-    changed = [key for key in sorted(set(existing) | set(identity)) if existing.get(key) != identity.get(key)]
-    if changed and not overwrite:
-        raise OutputError(output, f"holds a bulk job with a different {', '.join(changed)}; "
-                                  "use another --output, or --overwrite to replace it")
-    return bool(changed)
-
-
-def claim_output(storage: Storage, output: str, identity: dict, overwrite: bool) -> None:
-    if check_output(storage, output, identity, overwrite):
-        storage.delete(output, recursive=True)
-    storage.write_bytes(join(output, JOB_FILE), (json.dumps(identity, indent=2, sort_keys=True) + "\n").encode())
 
 
 def committed_units(storage: Storage, output: str) -> set[str]:
@@ -260,7 +203,7 @@ def _last_line(err: BaseException) -> str:
 def summarize(storage: Storage, output: str, identity: dict, units: list[Unit], records: list[dict],
               seconds: float) -> dict:
     """Totals over every unit's commit marker (this run's and earlier runs'); written as `_SUCCESS`."""
-    markers = [json.loads(storage.read_bytes(marker_uri(output, u.id))) for u in units]
+    markers = [storage.read_json(marker_uri(output, u.id)) for u in units]
     counts = {key: sum(m[key] for m in markers) for key in ("rows_in", "rows_out", "ok", "error", "tokens", *FLAGS)}
     done_now = {key: sum(r[key] for r in records) for key in ("rows_in", "tokens")}
     # Past start-up (Ray workers, model loading): the rate between the first and last unit done.
@@ -279,7 +222,7 @@ def summarize(storage: Storage, output: str, identity: dict, units: list[Unit], 
 
 
 def write_success(storage: Storage, output: str, summary: dict) -> None:
-    storage.write_bytes(join(output, SUCCESS), (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+    storage.write_json(join(output, SUCCESS), summary)
 
 
 def run_job(spec: JobSpec, units: list[Unit], identity: dict, workers: int, cpus_per_worker: float,

@@ -12,8 +12,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from pipelines.datasets import read_line_range
 from pipelines.generate.units import Columns, Unit
-from pipelines.prepare.steps import read_line_range_at
 from pipelines.storage import Storage
 from s2s_core.data.readers import split_lines
 
@@ -62,7 +62,7 @@ def read_unit(storage: Storage, unit: Unit, columns: Columns) -> UnitRows:
     """Every row of `unit`, in input order."""
     if unit.format == "parquet":
         return _parquet_rows(storage, unit, columns)
-    start, data = read_line_range_at(storage, unit.uri, unit.offset, unit.length, unit.size)
+    start, data = read_line_range(storage, unit.uri, unit.offset, unit.length, unit.size)
     lines = split_lines(data, at_file_start=unit.offset == 0)
     parse = _jsonl_fields if unit.format == "jsonl" else _tsv_fields
     rows = UnitRows()

@@ -8,28 +8,21 @@ that a rerun overwrites with the same rows (the step is deterministic).
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import os
 import resource
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.generate.rows import UnitRows, read_unit
 from pipelines.generate.units import Columns, Unit
-from pipelines.storage import NotFound, Storage, is_s3, join
-from s2s_core.config import build, load_yaml, merge, parse_overrides
-from s2s_core.errors import CheckpointError, ConfigError
-from s2s_core.generation import GenerationConfig, Summarizer, TextResult, Translator
-from s2s_core.generation.config import DECODING_PRESETS
+from pipelines.packages import open_text_layer
+from pipelines.storage import Storage, join
+from s2s_core.generation import GenerationConfig, TextResult
 
-TEXT_LAYERS = {"translate": Translator, "summarize": Summarizer}
 FLAGS = ("split", "truncated", "empty")
 OUTPUT_SCHEMA = pa.schema([
     ("id", pa.string()), ("source", pa.string()), ("output", pa.string()), ("score", pa.float64()),
@@ -55,20 +48,6 @@ class JobSpec:
     threads: int = 1
 
 
-def resolve_generation(config_file: str | None, overrides: list[str], task: str = "translate") -> GenerationConfig:
-    """Decoding options: defaults <- preset (`preset=NAME`, else the task's) <- YAML file <-
-    key=value overrides, checked once.
-
-    Raises:
-        ConfigError: an unknown preset, key or bad value.
-    """
-    data = merge(load_yaml(config_file) if config_file else {}, parse_overrides(overrides))
-    preset = str(data.pop("preset", task))
-    if preset not in DECODING_PRESETS:
-        raise ConfigError([f"unknown decoding preset {preset!r} (valid presets: {', '.join(DECODING_PRESETS)})"])
-    return build(GenerationConfig, merge(DECODING_PRESETS[preset], data))
-
-
 def output_uri(output: str, unit_id: str) -> str:
     return join(output, f"{unit_id}.parquet")
 
@@ -77,40 +56,17 @@ def marker_uri(output: str, unit_id: str) -> str:
     return join(output, "_commits", f"{unit_id}.json")
 
 
-def package_id(storage: Storage, model: str) -> str:
-    """A model package's id: the hash of its metadata, which lists every file's SHA-256.
-
-    Raises:
-        CheckpointError: if `model` is not a model package.
-    """
-    try:
-        metadata = storage.read_bytes(join(model, "metadata.json"))
-    except NotFound:
-        raise CheckpointError(model, "is not a model package (no metadata.json)") from None
-    return hashlib.sha256(metadata).hexdigest()[:16]
-
-
-def local_package(storage: Storage, model: str) -> Path:
-    """The package as a local directory: itself, or a downloaded copy of an s3:// package."""
-    if not is_s3(model):
-        return Path(model)
-    return storage.download_tree(model, tempfile.mkdtemp(prefix="s2s-package-"))
-
-
 class UnitWorker:
     """Actor body: one model in memory, one unit at a time."""
 
     def __init__(self, spec: JobSpec) -> None:
-        import ray  # here, not at the top: the quick `s2s translate --text` path imports this module
+        import ray
         import torch
-
-        from s2s_core.package import load_package
 
         torch.set_num_threads(max(1, spec.threads))
         self.spec = spec
         self.node_id = ray.get_runtime_context().get_node_id()
-        package = load_package(local_package(spec.storage, spec.model), spec.device)
-        self.text = TEXT_LAYERS[spec.task](package, spec.config, threads=spec.threads)
+        self.text = open_text_layer(spec.storage, spec.model, spec.task, spec.config, spec.device, spec.threads)
 
     def pid(self) -> int:
         return os.getpid()
@@ -129,7 +85,7 @@ class UnitWorker:
         table = output_table(rows, dict(zip(good, results)), spec.model_id)
         spec.storage.write_bytes(output_uri(spec.output, unit.id), _parquet(table))
         record = commit_record(unit, rows, results, time.monotonic() - start, self.node_id)
-        spec.storage.write_bytes(marker_uri(spec.output, unit.id), json.dumps(record, sort_keys=True).encode())
+        spec.storage.write_json(marker_uri(spec.output, unit.id), record, indent=None)
         # Peak memory of this actor: model + one unit in flight, whatever the dataset's size.
         return {**record, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 

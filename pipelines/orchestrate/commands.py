@@ -24,7 +24,7 @@ from pipelines.storage import Storage, absolute
 from s2s_core.config import to_dict
 from s2s_core.errors import ConfigError, OutputError
 
-DEPLOYMENTS = {"translate": "bulk_generate/bulk-translate", "summarize": "bulk_generate/bulk-summarize"}
+DEPLOYMENTS = {"translate": "bulk_submission/bulk-translate", "summarize": "bulk_submission/bulk-summarize"}
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 EXIT_RUN_FAILED = 8
 SCHEDULED_HINT_S = 60
@@ -46,7 +46,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", choices=sorted(DEPLOYMENTS), default="translate")
     p.add_argument("--column", default="source", help="text column/field; default source")
     p.add_argument("--id-column", metavar="COLUMN", help="row id column; default file:row")
-    p.add_argument("--deployment", metavar="FLOW/NAME", help="default bulk_generate/bulk-<task>")
+    p.add_argument("--deployment", metavar="FLOW/NAME", help="default bulk_submission/bulk-<task>")
     p.add_argument("--wait", action="store_true", help="wait for the run to finish and report it")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="decoding options, e.g. beam_size=5")
     p.set_defaults(run=_run_submit)
@@ -106,19 +106,17 @@ def _run_submit(args: argparse.Namespace, settings: Settings) -> int:
 def _checked_submission(args: argparse.Namespace, settings: Settings, storage: Storage, defaults: dict) -> Submission:
     """The submission, once its input, model, options, output and Ray address are checked; the
     decoding options are the deployment's `config_file` overlaid by the overrides, as in the run."""
-    from pipelines.generate.flow import plan_job
-    from pipelines.generate.job import check_output
-    from pipelines.generate.units import Columns
-    from pipelines.generate.worker import resolve_generation
+    from pipelines.generate.plan import BulkRequest, plan
 
     model = args.model or (promotion.current(storage, settings.state) or {}).get("model")
     if model is None:
         raise ConfigError(["`--model` is required: no model has been promoted yet (the nightly flow promotes one)"])
     output, unit_mb = absolute(args.output), float(defaults.get("unit_mb", 32.0))
-    config = resolve_generation(project_path(defaults.get("config_file")), args.overrides, args.task)
-    planned = plan_job(storage, args.task, absolute(model), absolute(args.input), output,
-                       Columns(args.column, args.id_column), config, 1, 0, unit_mb)
-    check_output(storage, output, planned.identity, overwrite=False)
+    planned = plan(storage, BulkRequest(task=args.task, model=model, input=args.input, output=output,
+                                        column=args.column, id_column=args.id_column, unit_mb=unit_mb,
+                                        config_file=project_path(defaults.get("config_file")),
+                                        overrides=args.overrides))
+    config = planned.spec.config
     if settings.ray_address:
         check_ray_address(settings.ray_address)
     # Pinned: every run for this submission decodes exactly as checked here.
@@ -170,7 +168,7 @@ def _wait(flow_run_id) -> int:
 
 
 def _run_status(args: argparse.Namespace, settings: Settings) -> int:
-    from pipelines.orchestrate.report import run_report, overview
+    from pipelines.orchestrate.report import overview, run_report
 
     storage = Storage(settings.s3)
     connect_api(settings, storage)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from s2s_core.config import at_least, build, load_yaml, merge, parse_overrides
+from s2s_core.config import at_least, resolve
 
 
 @dataclass(kw_only=True)
@@ -47,5 +47,4 @@ class NightlyConfig:
 
 def resolve_nightly(config_file: str | None, overrides: list[str]) -> NightlyConfig:
     """Defaults <- YAML file <- overrides, validated together (ConfigError lists every problem)."""
-    data = load_yaml(config_file) if config_file else {}
-    return build(NightlyConfig, merge(data, parse_overrides(overrides)))
+    return resolve(NightlyConfig, config_file, overrides)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import sacrebleu
 
-from pipelines.generate.worker import local_package
+from pipelines.datasets import read_pairs, shard_uris
+from pipelines.packages import open_text_layer
 from pipelines.storage import Storage
-from pipelines.train.data import read_texts, shard_uris
 from s2s_core.errors import InputError
-from s2s_core.generation import GenerationConfig, Translator
+from s2s_core.generation import GenerationConfig
 
 METRICS = ("bleu", "chrf")
 
@@ -24,13 +24,11 @@ def score_package(storage: Storage, model: str, data: str, manifest: dict, split
     Raises:
         InputError: the dataset has no such split.
     """
-    from s2s_core.package import load_package
-
     uris = shard_uris(data, manifest, split)
     if not uris:
         raise InputError(data, f"has no {split} split to score models on")
-    sources, references = read_texts(storage, uris, sentences)
-    translator = Translator(load_package(local_package(storage, model)), config)
+    sources, references = read_pairs(storage, data, manifest, split, sentences)
+    translator = open_text_layer(storage, model, "translate", config)
     hypotheses = [result.text for result in translator(sources)]
     return {"bleu": round(sacrebleu.corpus_bleu(hypotheses, [references]).score, 3),
             "chrf": round(sacrebleu.corpus_chrf(hypotheses, [references]).score, 3),

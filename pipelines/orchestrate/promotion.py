@@ -8,7 +8,6 @@ promotion is also written to STATE/models/current.json, the model `s2s submit` u
 from __future__ import annotations
 
 import datetime as dt
-import json
 
 from pipelines.storage import NotFound, Storage, join
 
@@ -19,7 +18,7 @@ def current(storage: Storage, where: str) -> dict | None:
     """{'model': URI, 'package_id', 'scores', 'promoted_at'} of the model promoted under
     `where` (a nightly ROOT, or STATE for the latest of all), or None."""
     try:
-        return json.loads(storage.read_bytes(join(where, *POINTER)))
+        return storage.read_json(join(where, *POINTER))
     except NotFound:
         return None
 
@@ -33,5 +32,5 @@ def promote(storage: Storage, state: str, root: str, package: str, package_id: s
     pointer = {"model": target, "package_id": package_id, "scores": scores, "source": package,
                "promoted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     for where in (root, state):
-        storage.write_bytes(join(where, *POINTER), (json.dumps(pointer, indent=2) + "\n").encode())
+        storage.write_json(join(where, *POINTER), pointer)
     return target

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
-from pipelines.generate.job import COMMITS, JOB_FILE, SUCCESS, committed_units
+from pipelines.generate.job import COMMITS, SUCCESS, committed_units
+from pipelines.generate.plan import JOB_FILE
 from pipelines.orchestrate import runs
 from pipelines.orchestrate.submissions import Registry
 from pipelines.storage import NotFound, Storage, join
@@ -50,12 +49,12 @@ def run_report(storage: Storage, registry: Registry, key: str) -> str:
 def bulk_progress(storage: Storage, output: str) -> str:
     """'N of M units committed' (and the row count once `_SUCCESS` exists) for a bulk output."""
     try:
-        total = json.loads(storage.read_bytes(join(output, JOB_FILE)))["units"]
+        total = storage.read_json(join(output, JOB_FILE))["units"]
     except NotFound:
         return f"output {output}: not started"
     done = len(committed_units(storage, output))
     try:
-        summary = json.loads(storage.read_bytes(join(output, SUCCESS)))
+        summary = storage.read_json(join(output, SUCCESS))
         return f"output {output}: complete, {summary['rows_out']:,} rows ({summary['error']} errors)"
     except NotFound:
         return f"output {output}: {done} of {total} units committed ({COMMITS}/)"

@@ -121,8 +121,13 @@ def crash_leftover_runs(deployment_ids: list[Any]) -> int:
     For a `serve` that owns its server: runs it left RUNNING when it was killed have no process
     any more, and would otherwise look live forever (submissions waiting on them, stuck).
     """
-    from prefect.client.schemas.filters import (DeploymentFilter, DeploymentFilterId, FlowRunFilter,
-                                                FlowRunFilterState, FlowRunFilterStateType)
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
     from prefect.client.schemas.objects import StateType
     from prefect.states import Crashed
 

@@ -11,7 +11,6 @@ out the runner stops before the server (a runner outliving its server logs error
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import signal
 import socket
@@ -27,7 +26,7 @@ import yaml
 from pipelines.orchestrate.runs import OrchestrationError
 from pipelines.settings import Settings, use_prefect_api
 from pipelines.storage import NotFound, Storage, is_s3, join
-from s2s_core.errors import ConfigError
+from s2s_core.errors import ConfigError, InputError
 
 SERVE_FILE = "serve.json"
 SCHEDULE_KEYS = {"cron", "timezone", "active"}
@@ -127,8 +126,8 @@ def free_port(preferred: int) -> int:
 def recorded_api(storage: Storage, state: str) -> str | None:
     """The API address a running `s2s serve` recorded in STATE/serve.json, if any."""
     try:
-        return json.loads(storage.read_bytes(join(state, SERVE_FILE)))["api_url"]
-    except (NotFound, KeyError, ValueError):
+        return storage.read_json(join(state, SERVE_FILE))["api_url"]
+    except (NotFound, InputError, KeyError, TypeError):  # none recorded, or a damaged record
         return None
 
 
@@ -171,7 +170,7 @@ def _serve_deployments(storage: Storage, state: str, deployments: list, api_url:
             print(f"{crashed} runs left running by a previous serve marked crashed", file=stream, flush=True)
     record = {"api_url": public_url(api_url), "pid": os.getpid(),
               "server_pid": server.process.pid if server and server.process else None}
-    storage.write_bytes(join(state, SERVE_FILE), (json.dumps(record) + "\n").encode())
+    storage.write_json(join(state, SERVE_FILE), record)
     names = ", ".join(f"{d.flow_name}/{d.name}" for d in deployments)
     print(f"serving {names} on {public_url(api_url)}; Ctrl-C stops", file=stream, flush=True)
     prefect_serve(*deployments, print_starting_message=False, pause_on_shutdown=False)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
@@ -53,7 +52,7 @@ class Submission:
     rows_out: int | None = None
 
     def bulk_parameters(self) -> dict:
-        """The `bulk_generate` flow parameters that process this submission."""
+        """The `bulk_submission` flow parameters that process this submission."""
         return {"task": self.task, "model": self.model, "input": self.input, "output": self.output,
                 "column": self.column, "id_column": self.id_column, "config_file": None,
                 "overrides": list(self.options), "unit_mb": self.unit_mb, "submission": self.id}
@@ -79,13 +78,13 @@ class Registry:
 
     def get(self, sub_id: str) -> Submission | None:
         try:
-            return Submission(**json.loads(self.storage.read_bytes(self._uri(sub_id))))
+            return Submission(**self.storage.read_json(self._uri(sub_id)))
         except NotFound:
             return None
 
     def save(self, submission: Submission) -> Submission:
         stamped = replace(submission, updated_at=_now(), created_at=submission.created_at or _now())
-        self.storage.write_bytes(self._uri(stamped.id), (json.dumps(asdict(stamped), indent=2) + "\n").encode())
+        self.storage.write_json(self._uri(stamped.id), asdict(stamped))
         return stamped
 
     def delete(self, sub_id: str) -> None:

@@ -14,26 +14,14 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from pipelines import ray_runtime
+from pipelines.datasets import write_manifest
 from pipelines.prepare import job
-from pipelines.prepare.plan import Plan, plan_inputs
+from pipelines.prepare.plan import Plan, PreparePlan, PrepareRequest, plan
 from pipelines.prepare.report import counts_markdown
 from pipelines.retry import io_task_options
-from pipelines.settings import load_settings
+from pipelines.settings import Settings, run_settings
 from pipelines.storage import Storage, basename
-from s2s_core.config import build, load_yaml, merge, parse_overrides
 from s2s_core.data.config import PrepareConfig
-
-
-def resolve_config(config_file: str | None, overrides: list[str]) -> PrepareConfig:
-    """Defaults <- YAML file <- key=value overrides, validated together."""
-    data = load_yaml(config_file) if config_file else {}
-    return build(PrepareConfig, merge(data, parse_overrides(overrides)))
-
-
-def resolve_plan(storage: Storage, inputs: list[str], valid: list[str], test: list[str],
-                 config: PrepareConfig) -> Plan:
-    roles = [(u, "auto") for u in inputs] + [(u, "valid") for u in valid] + [(u, "test") for u in test]
-    return plan_inputs(storage, roles, config)  # type: ignore[arg-type]
 
 
 @task
@@ -65,30 +53,37 @@ def _run_name() -> str:
 @flow(name="prepare_corpus", flow_run_name=_run_name)
 def prepare_corpus(inputs: list[str], output: str, valid_inputs: list[str] | None = None,
                    test_inputs: list[str] | None = None, config_file: str | None = None,
-                   overrides: list[str] | None = None, overwrite: bool = False) -> dict:
-    """Prepare corpora into `output`; returns the manifest (existing one if up to date)."""
-    logger = get_run_logger()
-    settings = load_settings()
+                   overrides: list[str] | None = None, overwrite: bool = False, ray_address: str | None = None) -> dict:
+    """Prepare corpora into `output` (see `PrepareRequest` for the parameters); returns the
+    manifest (the existing one if up to date)."""
+    request = PrepareRequest(inputs=inputs, output=output, valid_inputs=valid_inputs or [],
+                             test_inputs=test_inputs or [], config_file=config_file, overrides=overrides or [],
+                             overwrite=overwrite, ray_address=ray_address)
+    settings = run_settings(ray_address)
     storage = Storage(settings.s3)
-    config = resolve_config(config_file, overrides or [])
-    plan = resolve_plan(storage, inputs, valid_inputs or [], test_inputs or [], config)
+    return run_prepare(settings, storage, plan(storage, request), overwrite)
+
+
+def run_prepare(settings: Settings, storage: Storage, planned: PreparePlan, overwrite: bool) -> dict:
+    logger = get_run_logger()
+    config, output = planned.config, planned.output
     ray_runtime.ensure_ray(settings)
     io = io_task_options(settings)
-    fingerprints = fingerprint.with_options(**io)(storage, plan)
+    fingerprints = fingerprint.with_options(**io)(storage, planned.inputs)
     new_id = job.dataset_id(fingerprints, config)
-    existing = job.check_output(storage, output, new_id, overwrite)
+    existing = job.claim_output(storage, output, new_id, overwrite)
     if existing is not None:
         logger.info("%s already holds this dataset (%s): nothing to do", output, new_id[:12])
         print(f"{output} already holds this dataset ({new_id[:12]}): nothing to do", file=sys.stderr)
         return existing
-    maps, shards, rejects = shard_job(storage, plan, config, output)
-    manifest = job.build_manifest(new_id, fingerprints, config, maps, shards, rejects, None, plan)
+    maps, shards, rejects = shard_job(storage, planned.inputs, config, output)
+    manifest = job.build_manifest(new_id, fingerprints, config, maps, shards, rejects, None, planned.inputs)
     if config.tokenizer.reuse:
         manifest["tokenizer"] = reuse_tokenizer.with_options(**io)(storage, output, config.tokenizer.reuse)
     elif config.tokenizer.enabled:
         train_paths = [f["path"] for f in manifest["shards"]["train"]]
         manifest["tokenizer"] = tokenizer_job.with_options(**io)(storage, output, train_paths, config)
-    job.write_manifest(storage, output, manifest)
+    write_manifest(storage, output, manifest)
     create_markdown_artifact(counts_markdown(manifest, output), key="prepare-counts",
                              description=f"prepare_corpus -> {output}")
     return manifest

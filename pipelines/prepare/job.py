@@ -18,21 +18,21 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 
-from pipelines import ray_runtime
+from pipelines import outputs, ray_runtime
+from pipelines.datasets import MANIFEST, SPLITS
+from pipelines.outputs import OutputKind
 from pipelines.prepare.plan import Plan
-from pipelines.prepare.steps import SPLITS, MapResult, ShardResult, map_chunk, parquet_bytes, reduce_shard
+from pipelines.prepare.steps import MapResult, ShardResult, map_chunk, parquet_bytes, reduce_shard
 from pipelines.progress import Progress
 from pipelines.storage import NotFound, Storage, join
 from s2s_core.config import to_dict
 from s2s_core.data import hashing
 from s2s_core.data.config import PrepareConfig
 from s2s_core.data.rows import REJECTS_SCHEMA
-from s2s_core.errors import InputError, OutputError
+from s2s_core.errors import InputError
 from s2s_core.tokenizer import train_sentencepiece
 
 SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
-OUR_DIRS = ("train", "valid", "test", "rejects", "tokenizer")
 # Ray Data / actor guidance for 2-core machines applies to tasks too: fractional CPUs let a
 # reduce start while the last maps finish, and never starve the driver.
 TASK_CPUS = 1.0
@@ -65,31 +65,24 @@ def dataset_id(inputs: list[dict], config: PrepareConfig) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+DATASET = OutputKind(what="dataset", record=MANIFEST, owned=(*SPLITS, "rejects", "tokenizer", MANIFEST),
+                     differences=lambda old, new: [] if old.get("dataset_id") == new["dataset_id"]
+                     else [f"id ({str(old.get('dataset_id', '?'))[:12]})"])
+
+
 def check_output(storage: Storage, output: str, new_id: str, overwrite: bool) -> dict | None:
-    """Decide whether `output` may be written. Returns the existing manifest when it already
-    holds this very dataset (nothing to do), else None after clearing our old files.
+    """Whether `output` may take the dataset `new_id`: returns the existing manifest when it
+    already holds this very dataset (nothing to do), else None.
 
     Raises:
         OutputError: it holds a different dataset or foreign files, and `overwrite` is off.
     """
-    storage.check_bucket(output)
-    manifest_uri = join(output, MANIFEST)
-    if storage.exists(manifest_uri):
-        old = json.loads(storage.read_bytes(manifest_uri))
-        if old.get("dataset_id") == new_id:  # `overwrite` is for a different dataset: this one is done
-            return old
-        if not overwrite:
-            raise OutputError(output, f"already holds a different dataset (id {old.get('dataset_id', '?')[:12]}); "
-                                      "use --overwrite to replace it, or choose another output")
-    elif storage.exists(output) and not overwrite:
-        foreign = [e.uri for e in storage.list(output)
-                   if not any(e.uri.startswith(join(output, d) + "/") for d in OUR_DIRS)]
-        if foreign:
-            raise OutputError(output, f"is not empty ({foreign[0]} and {len(foreign) - 1} more) and holds no "
-                                      "dataset manifest; choose an empty location or use --overwrite")
-    for name in (*OUR_DIRS, MANIFEST):
-        storage.delete(join(output, name), recursive=True)
-    return None
+    return outputs.check_output(storage, output, DATASET, {"dataset_id": new_id}, overwrite)
+
+
+def claim_output(storage: Storage, output: str, new_id: str, overwrite: bool) -> dict | None:
+    """`check_output`, then clear our old files (a different dataset, or an unfinished run's)."""
+    return outputs.claim_output(storage, output, DATASET, {"dataset_id": new_id}, overwrite, write_record=False)
 
 
 def split_thresholds(results: list[MapResult], plan: Plan, config: PrepareConfig) -> tuple[int, int]:
@@ -223,7 +216,7 @@ def copy_tokenizer(storage: Storage, output: str, source: str) -> dict:
         InputError: `source` holds no tokenizer (no settings.json).
     """
     try:
-        settings = json.loads(storage.read_bytes(join(source, "settings.json")))
+        settings = storage.read_json(join(source, "settings.json"))
     except NotFound:
         raise InputError(source, "is not a tokenizer directory (no settings.json) for tokenizer.reuse") from None
     files, root = [], source.rstrip("/") + "/"
@@ -259,15 +252,3 @@ def build_manifest(new_id: str, inputs: list[dict], config: PrepareConfig, maps:
         "shards": {name: [f for f in files if f["split"] == name] for name in (*SPLITS, "rejects")},
         "tokenizer": tokenizer,
     }
-
-
-def write_manifest(storage: Storage, output: str, manifest: dict) -> None:
-    storage.write_bytes(join(output, MANIFEST), (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
-
-
-def read_manifest(storage: Storage, data: str) -> dict:
-    """The manifest of a prepared dataset. Raises NotFound naming the data URI."""
-    try:
-        return json.loads(storage.read_bytes(join(data, MANIFEST)))
-    except NotFound:
-        raise NotFound(data, f"no {MANIFEST}: not a prepared dataset (run `s2s prepare` first)") from None

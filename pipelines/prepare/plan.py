@@ -8,12 +8,13 @@ a second with one line.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import pyarrow.parquet as pq
 
 from pipelines.storage import FileEntry, NotFound, Storage, basename
+from s2s_core.config import resolve
 from s2s_core.data.config import PrepareConfig
 from s2s_core.data.readers import check_parquet_schema, detect_format
 from s2s_core.errors import ConfigError, InputError
@@ -62,6 +63,49 @@ class Plan:
     inputs: tuple[InputSpec, ...]
     chunks: tuple[Chunk, ...]
     num_shards: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrepareRequest:
+    """What `s2s prepare` (and the `prepare_corpus` flow) is asked to do."""
+
+    inputs: list[str]
+    """Corpora: files, directories/prefixes, globs or aligned pair prefixes (local or s3://)."""
+    output: str
+    """Where the dataset goes."""
+    valid_inputs: list[str] = field(default_factory=list)
+    """Held-out validation inputs instead of a hash split."""
+    test_inputs: list[str] = field(default_factory=list)
+    """Held-out test inputs instead of a hash split."""
+    config_file: str | None = None
+    """YAML overlay of the prepare config."""
+    overrides: list[str] = field(default_factory=list)
+    """`key=value` config overrides."""
+    overwrite: bool = False
+    """Replace a different dataset (or foreign files) at `output`."""
+    ray_address: str | None = None
+    """A Ray cluster to run on; None: the settings' (else a local Ray)."""
+
+
+@dataclass(frozen=True)
+class PreparePlan:
+    """A checked request: the resolved config and inputs."""
+
+    output: str
+    config: PrepareConfig
+    inputs: Plan
+
+
+def plan(storage: Storage, request: PrepareRequest) -> PreparePlan:
+    """Resolve and check the config and every input, without reading data, Ray or Prefect.
+
+    Raises:
+        ConfigError, InputError: naming the value or input at fault.
+    """
+    config = resolve(PrepareConfig, request.config_file, request.overrides)
+    roles: list[tuple[str, Role]] = [(u, "auto") for u in request.inputs]
+    roles += [(u, "valid") for u in request.valid_inputs] + [(u, "test") for u in request.test_inputs]
+    return PreparePlan(request.output, config, plan_inputs(storage, roles, config))
 
 
 def plan_inputs(storage: Storage, inputs: list[tuple[str, Role]], config: PrepareConfig) -> Plan:

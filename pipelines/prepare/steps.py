@@ -20,7 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.prepare.plan import ROLE_PRIORITY, Chunk, InputSpec
+from pipelines.datasets import SPLITS, read_line_range
+from pipelines.prepare.plan import Chunk, InputSpec
 from pipelines.storage import Storage, join
 from s2s_core.data import hashing
 from s2s_core.data.cleaning import normalize, reject_reasons
@@ -29,10 +30,8 @@ from s2s_core.data.readers import parse_aligned, parse_jsonl, parse_parquet_tabl
 from s2s_core.data.rows import REJECTS_SCHEMA, Parsed, Reason
 from s2s_core.errors import InputError
 
-SPLITS = ("train", "valid", "test")
 OUTPUT_COLUMNS = ["id", "source", "target", "origin"]  # then the inputs' metadata columns
 ROLE_CODE = {"auto": 0, "valid": 1, "test": 2}  # role column in map output; also the forced split
-_READ_AHEAD = 1 << 20
 
 
 @dataclass
@@ -107,7 +106,7 @@ def _read_chunk(storage: Storage, spec: InputSpec, chunk: Chunk, config: Prepare
     if spec.gzip:
         data, at_start = _whole_file(storage, uri), True
     else:
-        data, at_start = read_line_range(storage, uri, chunk.offset, chunk.length, spec.files[0].size), chunk.offset == 0
+        data, at_start = read_line_range(storage, uri, chunk.offset, chunk.length, spec.files[0].size)[1], chunk.offset == 0
     if spec.format == "jsonl":
         return parse_jsonl(data, config.reader, at_start), len(data)
     return parse_tsv(data, at_start), len(data)
@@ -121,34 +120,6 @@ def _whole_file(storage: Storage, uri: str) -> bytes:
         except (OSError, EOFError, zlib.error) as err:
             raise InputError(uri, f"is not a valid gzip file ({err})") from None
     return data
-
-
-def read_line_range(storage: Storage, uri: str, offset: int, length: int | None, size: int) -> bytes:
-    """The lines that START in [offset, offset + length), each whole.
-
-    Consecutive ranges thus partition a file's lines exactly, whatever the range size.
-    """
-    return read_line_range_at(storage, uri, offset, length, size)[1]
-
-
-def read_line_range_at(storage: Storage, uri: str, offset: int, length: int | None, size: int) -> tuple[int, bytes]:
-    """`read_line_range`, plus the file offset of its first byte (where its first line starts)."""
-    end = size if length is None else min(size, offset + length)
-    start = offset - 1 if offset > 0 else 0  # one byte back: was offset itself a line start?
-    data = storage.read_bytes(uri, start, end - start)
-    if offset > 0:
-        first_break = data.find(b"\n")
-        start += first_break + 1 if first_break >= 0 else len(data)
-        data = data[first_break + 1:] if first_break >= 0 else b""
-    position = end
-    while data and not data.endswith(b"\n") and position < size:  # finish the last line
-        more = storage.read_bytes(uri, position, _READ_AHEAD)
-        position += len(more)
-        cut = more.find(b"\n")
-        data += more if cut < 0 else more[:cut + 1]
-        if cut >= 0:
-            break
-    return start, data
 
 
 @dataclass

@@ -16,11 +16,11 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from pipelines import ray_runtime
-from pipelines.prepare.job import read_manifest
 from pipelines.retry import io_task_options
-from pipelines.settings import load_settings
-from pipelines.storage import Storage, absolute, basename, join
+from pipelines.settings import run_settings
+from pipelines.storage import Storage, basename, join
 from pipelines.train import job
+from pipelines.train.plan import TrainRequest, claim_output, plan
 from pipelines.train.worker import TrainJob
 
 
@@ -38,26 +38,32 @@ def _run_name() -> str:
 @flow(name="train_model", flow_run_name=_run_name)
 def train_model(data: str, output: str, config_file: str | None = None, overrides: list[str] | None = None,
                 workers: int = 1, gpus_per_worker: float = 0, cpus_per_worker: float = 1,
-                max_failures: int = 3, force: bool = False) -> dict:
-    """Train a model on the prepared dataset `data`; returns the final package's metadata."""
-    logger = get_run_logger()
-    data, output = absolute(data), absolute(output)
-    settings = load_settings()
+                max_failures: int = 3, overwrite: bool = False, force: bool = False,
+                ray_address: str | None = None) -> dict:
+    """Train a model on the prepared dataset `data` (see `TrainRequest` for the parameters;
+    `force` is the old name of `overwrite`); returns the final package's metadata."""
+    request = TrainRequest(data=data, output=output, config_file=config_file, overrides=overrides or [],
+                           workers=workers, gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,
+                           max_failures=max_failures, overwrite=overwrite or force, ray_address=ray_address)
+    settings = run_settings(ray_address)
     storage = Storage(settings.s3)
-    train, model = job.resolve_config(config_file, overrides or [])
-    manifest = read_manifest(storage, data)
-    model = job.fit_vocabulary(model, storage, data, manifest)
-    job.check_init_from(storage, train, manifest)
-    run_config = job.run_config_of(train, model, data, manifest)
+    planned = plan(storage, request)
     ray_runtime.ensure_ray(settings)
     ray_runtime.check_resources(workers, cpus_per_worker, gpus_per_worker, settings.scale_wait_s)
-    job.claim_output(storage, output, run_config, force)
-    train_job = TrainJob(storage=storage, data=data, manifest=manifest, output=output, train=train, model=model,
-                         run_config=run_config, cpus_per_worker=cpus_per_worker)
+    claim_output(storage, planned.output, planned.run_config, request.overwrite)
+    train_job = TrainJob(storage=storage, data=planned.data, manifest=planned.manifest, output=planned.output,
+                         train=planned.train, model=planned.model, run_config=planned.run_config,
+                         cpus_per_worker=cpus_per_worker)
     # A transient cluster failure retries the whole Ray Train run, which resumes from its last checkpoint.
     ray_train.with_options(**io_task_options(settings))(train_job, workers, gpus_per_worker, max_failures)
-    metadata = json.loads(storage.read_bytes(join(output, "model", "metadata.json")))
-    logger.info("model package: %s (step %s)", join(output, "model"), metadata["step"])
+    publish_artifacts(storage, planned.output)
+    return storage.read_json(join(planned.output, "model", "metadata.json"))
+
+
+def publish_artifacts(storage: Storage, output: str) -> None:
+    """The run's summary, validation table and curves as Prefect artifacts."""
+    metadata = storage.read_json(join(output, "model", "metadata.json"))
+    get_run_logger().info("model package: %s (step %s)", join(output, "model"), metadata["step"])
     create_markdown_artifact(summary_markdown(metadata, output), key="train-summary",
                              description=f"train_model -> {output}")
     valid_uri = join(output, "metrics", "valid.jsonl")
@@ -69,7 +75,6 @@ def train_model(data: str, output: str, config_file: str | None = None, override
     if storage.exists(curves_uri):
         create_markdown_artifact(curves_markdown(storage.read_bytes(curves_uri), curves_uri), key="train-curves",
                                  description="loss, learning rate and validation scores by step")
-    return metadata
 
 
 def curves_markdown(png: bytes, uri: str) -> str:

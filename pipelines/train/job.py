@@ -10,7 +10,6 @@ Output layout (local directory or s3:// prefix):
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
@@ -21,94 +20,8 @@ import ray
 from ray.util.queue import Empty, Queue
 
 from pipelines import ray_runtime
-from pipelines.storage import NotFound, Storage, join
-from pipelines.train import data as train_data
-from pipelines.train.worker import RUN_NAME, TrainJob, train_loop
-from s2s_core.config import load_yaml, merge, parse_overrides, to_dict
-from s2s_core.errors import CheckpointError, ConfigError, InputError, OutputError
-from s2s_core.tokenizer import Tokenizer
-from s2s_core.training import config as train_config
-
-RESUMABLE_CHANGES = {"max_steps", "max_epochs", "max_minutes"}  # a rerun may extend training without --force
-
-
-def resolve_config(config_file: str | None, overrides: list[str]) -> tuple[train_config.TrainConfig, Any]:
-    """Defaults <- YAML file <- key=value overrides: (TrainConfig, ModelConfig), checked together."""
-    data = load_yaml(config_file) if config_file else {}
-    return train_config.resolve(merge(data, parse_overrides(overrides)))
-
-
-def fit_vocabulary(model: Any, storage: Storage, data: str, manifest: dict) -> Any:
-    """Fill the model's vocabulary sizes from the dataset tokenizer, or refuse a mismatch."""
-    if not (manifest.get("tokenizer") or {}).get("files"):
-        raise InputError(data, "the dataset has no tokenizer (prepare it with tokenizer.enabled=true)")
-    local = train_data.download_tokenizer(storage, data, manifest)
-    sizes = {"src_vocab_size": Tokenizer.from_dir(local, "source").vocab_size,
-             "tgt_vocab_size": Tokenizer.from_dir(local, "target").vocab_size}
-    wrong = [f"`model.{k}` is {getattr(model, k)} but the dataset tokenizer has {v} pieces"
-             for k, v in sizes.items() if getattr(model, k) not in (0, v)]
-    if wrong:
-        raise ConfigError(wrong)
-    return replace(model, **sizes)
-
-
-def check_init_from(storage: Storage, train: train_config.TrainConfig, manifest: dict) -> None:
-    """`init_from` must name a package whose tokenizer is the dataset's (else its weights would
-    be read with other token ids).
-
-    Raises:
-        CheckpointError: not a package; ConfigError: the tokenizers differ.
-    """
-    if not train.init_from:
-        return
-    try:
-        package_files = json.loads(storage.read_bytes(join(train.init_from, "metadata.json")))["files"]
-    except NotFound:
-        raise CheckpointError(train.init_from, "is not a model package (no metadata.json) for init_from") from None
-    dataset_files = {f["path"]: f["sha256"] for f in (manifest.get("tokenizer") or {}).get("files", [])}
-    differ = [path for path, sha in dataset_files.items()
-              if path != "tokenizer/settings.json" and package_files.get(path, {}).get("sha256") != sha]
-    if differ:
-        raise ConfigError([f"`init_from` {train.init_from} has another tokenizer than the dataset ({differ[0]}): "
-                           f"prepare the dataset with tokenizer.reuse={join(train.init_from, 'tokenizer')}"])
-
-
-def run_config_of(train: train_config.TrainConfig, model: Any, data: str, manifest: dict) -> dict:
-    return {"train": to_dict(train), "model": to_dict(model), "data": data, "dataset_id": manifest.get("dataset_id")}
-
-
-def check_output(storage: Storage, output: str, run_config: dict, force: bool) -> bool:
-    """Refuse to resume onto a run with a different config, unless `force`.
-
-    Returns True when `output` holds a run with a different config that `force` will discard.
-    """
-    existing_uri = join(output, "config.json")
-    if not storage.exists(existing_uri):
-        return False
-    changed = _differences(json.loads(storage.read_bytes(existing_uri)), run_config)
-    if changed and not force:
-        raise OutputError(output, "holds a run with a different config (" + ", ".join(changed[:5]) +
-                          "); use another --output, or --force to discard it and start over")
-    return bool(changed)
-
-
-def claim_output(storage: Storage, output: str, run_config: dict, force: bool) -> None:
-    """Check `output` (see `check_output`), discard a different run if forced, record our config."""
-    if check_output(storage, output, run_config, force):
-        for name in (RUN_NAME, "best", "metrics", "model"):
-            storage.delete(join(output, name), recursive=True)
-    storage.write_bytes(join(output, "config.json"), (json.dumps(run_config, indent=2, sort_keys=True) + "\n").encode())
-
-
-def _differences(old: Any, new: Any, where: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in sorted(set(old) | set(new)):
-            if where == "train." and key in RESUMABLE_CHANGES:
-                continue
-            out += _differences(old.get(key), new.get(key), f"{where}{key}.")
-        return out
-    return [] if old == new else [f"{where.rstrip('.')}: {old!r} -> {new!r}"]
+from pipelines.train.plan import RUN_NAME
+from pipelines.train.worker import TrainJob, train_loop
 
 
 def launch(job: TrainJob, workers: int, gpus_per_worker: float, max_failures: int, stream: TextIO = sys.stderr):

@@ -18,19 +18,18 @@ import ray.train
 import ray.train.torch
 import torch
 
-from pipelines.generate.worker import local_package
+from pipelines.datasets import download_tokenizer
+from pipelines.packages import staged_package
 from pipelines.storage import Storage, join
 from pipelines.train import data as train_data
+from pipelines.train.plan import RUN_NAME
 from s2s_core.errors import CheckpointError
+from s2s_core.files import load_weights
 from s2s_core.package import save_package
 from s2s_core.tokenizer import Tokenizer
-from s2s_core.training.checkpoint import load_weights
 from s2s_core.training.config import TrainConfig
 from s2s_core.training.setup import build_trainer
 from s2s_core.training.trainer import Callbacks, Trainer, fit
-
-RUN_NAME = "checkpoints"
-"""Ray Train run name: its checkpoints and state live under OUTPUT/checkpoints."""
 
 
 @dataclass
@@ -57,11 +56,12 @@ def train_loop(loop_config: dict) -> None:
     device = ray.train.torch.get_device()
     workdir = Path(tempfile.mkdtemp(prefix=f"s2s-train-{rank}-"))
     try:
-        tokenizer_dir = train_data.download_tokenizer(job.storage, job.data, job.manifest, workdir / "tokenizer")
+        tokenizer_dir = download_tokenizer(job.storage, job.data, job.manifest, workdir / "tokenizer")
         src_tok, tgt_tok = Tokenizer.from_dir(tokenizer_dir, "source"), Tokenizer.from_dir(tokenizer_dir, "target")
         trainer = _build_trainer(job, src_tok, tgt_tok, device, rank, world)
         if job.train.init_from:  # continued training; a checkpoint of this run, if any, wins below
-            load_weights(trainer.module, local_package(job.storage, job.train.init_from) / "model.safetensors")
+            with staged_package(job.storage, job.train.init_from) as package:
+                load_weights(trainer.module, package / "model.safetensors")
         if _maybe_resume(trainer, job.output) and rank == 0 and job.progress is not None:
             job.progress.put({"event": "resumed", "step": trainer.state.step, "epoch": trainer.state.epoch,
                               "position": trainer.state.position})

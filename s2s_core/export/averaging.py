@@ -16,9 +16,10 @@ import safetensors.torch
 import torch
 
 from s2s_core.errors import CheckpointError, ConfigError
+from s2s_core.files import read_json_file, sha256_of
 from s2s_core.models import build_model, config_from_dict
 from s2s_core.package import METADATA, save_package, verify_package_files
-from s2s_core.training.checkpoint import FILE_INDEX, STATE_FILE, sha256_of, verify_file_index
+from s2s_core.training.checkpoint import FILE_INDEX, STATE_FILE, verify_file_index
 
 WEIGHTS = "model.safetensors"
 
@@ -44,13 +45,13 @@ def read_source(directory: Path, name: str) -> WeightsSource:
     """
     if (directory / FILE_INDEX).is_file():
         verify_file_index(directory)
-        run_config = json.loads((directory / "config.json").read_text())
-        state = json.loads((directory / STATE_FILE).read_text())
+        run_config = read_json_file(directory / "config.json")
+        state = read_json_file(directory / STATE_FILE)
         model, step, dataset = run_config["model"], state.get("step"), run_config.get("dataset_id")
     elif (directory / METADATA).is_file():
-        metadata = json.loads((directory / METADATA).read_text())
+        metadata = read_json_file(directory / METADATA)
         verify_package_files(directory, metadata.get("files", {}))
-        model = json.loads((directory / "config.json").read_text())
+        model = read_json_file(directory / "config.json")
         step, dataset = metadata.get("step"), metadata.get("dataset_id")
     else:
         raise CheckpointError(name, "is neither a training checkpoint (files.json) nor a model package (metadata.json)")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from functools import partial
+from pathlib import Path
+from typing import Callable, Literal
 
-from s2s_core.config import at_least
+from s2s_core.config import at_least, resolve
 
 TORCH_COMPUTE_TYPES = ("default", "float32", "int8")
 """What the torch engine runs (int8 on the CPU only); CTranslate2 runs every `compute_type`."""
@@ -72,17 +74,27 @@ class GenerationConfig:
         return min(int(self.max_len_a * source_tokens) + self.max_len_b, self.max_length)
 
 
-DECODING_PRESETS: dict[str, dict] = {
-    "translate": {},
-    # Summaries are short whatever the source length (median 7 words from 51 here): a fixed length
-    # limit instead of one proportional to the source, no repeated trigrams (the usual fix for
-    # looping summaries), and length penalties that trade brevity against coverage.
-    "summarize": {"max_len_a": 0.0, "max_len_b": 48, "min_length": 2, "no_repeat_ngram_size": 3,
-                  "length_penalty": 1.0},
-    "summarize-short": {"max_len_a": 0.0, "max_len_b": 24, "min_length": 2, "no_repeat_ngram_size": 3,
-                        "length_penalty": 0.6},
-    "summarize-long": {"max_len_a": 0.0, "max_len_b": 96, "min_length": 8, "no_repeat_ngram_size": 3,
-                       "length_penalty": 2.0},
+# Summaries are short whatever the source length (median 7 words from 51 here): a fixed length
+# limit instead of one proportional to the source, no repeated trigrams (the usual fix for
+# looping summaries), and length penalties that trade brevity against coverage.
+DECODING_PRESETS: dict[str, Callable[[], GenerationConfig]] = {
+    "translate": GenerationConfig,
+    "summarize": partial(GenerationConfig, max_len_a=0.0, max_len_b=48, min_length=2, no_repeat_ngram_size=3,
+                         length_penalty=1.0),
+    "summarize-short": partial(GenerationConfig, max_len_a=0.0, max_len_b=24, min_length=2, no_repeat_ngram_size=3,
+                               length_penalty=0.6),
+    "summarize-long": partial(GenerationConfig, max_len_a=0.0, max_len_b=96, min_length=8, no_repeat_ngram_size=3,
+                              length_penalty=2.0),
 }
-"""Named decoding defaults (`preset=NAME`); a task uses the preset of its name unless told otherwise.
+"""Named decoding builders (`preset=NAME`); a task uses the preset of its name unless told otherwise.
 Options from a YAML file or `key=value` still override a preset's."""
+
+
+def resolve_generation(config_file: str | Path | None, overrides: list[str], task: str = "translate") -> GenerationConfig:
+    """Decoding options: defaults <- preset (`preset=NAME`, else the task's) <- YAML file <-
+    key=value overrides, checked once.
+
+    Raises:
+        ConfigError: an unknown preset, key or bad value.
+    """
+    return resolve(GenerationConfig, config_file, overrides, DECODING_PRESETS, default_preset=task, kind="decoding")

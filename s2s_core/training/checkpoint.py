@@ -14,7 +14,6 @@ Layout of one checkpoint (a local directory; the Ray adapter moves it to storage
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -25,6 +24,7 @@ import safetensors.torch
 import torch
 
 from s2s_core.errors import CheckpointError
+from s2s_core.files import FileIndex, index_files, load_weights, read_json_file, short_reason, verify_files
 
 FILE_INDEX = "files.json"
 STATE_FILE = "trainer_state.json"
@@ -54,40 +54,18 @@ class TrainerState:
     world_size: int = 1
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_file_index(directory: Path, name: str = FILE_INDEX) -> dict[str, dict]:
+def write_file_index(directory: Path, name: str = FILE_INDEX) -> FileIndex:
     """Record size and checksum of every file under `directory` in `name` (written last)."""
-    index = {str(p.relative_to(directory)): {"bytes": p.stat().st_size, "sha256": sha256_of(p)}
-             for p in sorted(directory.rglob("*")) if p.is_file() and p.name != name}
+    index = index_files(directory, exclude=name)
     (directory / name).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     return index
 
 
-def verify_file_index(directory: Path, name: str = FILE_INDEX, what: str = "checkpoint") -> None:
+def verify_file_index(directory: Path, name: str = FILE_INDEX) -> None:
     """Raise CheckpointError naming the first missing, truncated or altered file."""
-    index_path = directory / name
-    if not index_path.is_file():
-        raise CheckpointError(str(directory), f"incomplete {what}: {name} is missing (was it written to the end?)")
-    try:
-        index = json.loads(index_path.read_text())
-    except ValueError:
-        raise CheckpointError(str(index_path), "is not valid JSON") from None
-    for rel, expected in index.items():
-        path = directory / rel
-        if not path.is_file():
-            raise CheckpointError(str(path), f"missing from the {what}")
-        size = path.stat().st_size
-        if size != expected["bytes"]:
-            raise CheckpointError(str(path), f"truncated or altered: {size} bytes, expected {expected['bytes']}")
-        if sha256_of(path) != expected["sha256"]:
-            raise CheckpointError(str(path), "corrupted: its SHA-256 does not match the checkpoint's file index")
+    if not (directory / name).is_file():
+        raise CheckpointError(str(directory), f"incomplete checkpoint: {name} is missing (was it written to the end?)")
+    verify_files(directory, read_json_file(directory / name), "checkpoint", name)
 
 
 def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -123,7 +101,7 @@ def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.op
         optimizer.load_state_dict(extra["optimizer"])
         scheduler.load_state_dict(extra["scheduler"])
     except (RuntimeError, ValueError, KeyError, EOFError) as err:
-        raise CheckpointError(str(directory / "optimizer.pt"), f"cannot be restored ({_short(err)})") from None
+        raise CheckpointError(str(directory / "optimizer.pt"), f"cannot be restored ({short_reason(err)})") from None
     rng = safetensors.torch.load_file(str(directory / "rng.safetensors"))
     torch.set_rng_state(rng["cpu"])
     if "cuda" in rng and torch.cuda.is_available():
@@ -131,26 +109,8 @@ def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.op
     return TrainerState(**json.loads((directory / STATE_FILE).read_text()))
 
 
-def load_weights(model: torch.nn.Module, path: Path) -> None:
-    """Load safetensors weights into `model`, strictly (every name and shape must match)."""
-    try:
-        missing, unexpected = safetensors.torch.load_model(model, str(path), strict=False)
-    except FileNotFoundError:
-        raise CheckpointError(str(path), "weights file not found") from None
-    except Exception as err:  # safetensors raises its own error types for bad headers/sizes
-        raise CheckpointError(str(path), f"cannot be read as safetensors weights ({_short(err)})") from None
-    if missing or unexpected:
-        raise CheckpointError(str(path), f"weights do not fit the model config (missing {sorted(missing)[:3]}, "
-                                         f"unexpected {sorted(unexpected)[:3]})")
-
-
 def _rng_states() -> dict[str, torch.Tensor]:
     states = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state()
     return states
-
-
-def _short(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return (text[0] if text else type(err).__name__)[:200]

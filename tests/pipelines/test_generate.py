@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import cli
+from pipelines.packages import STAGING_PREFIX
 from pipelines.storage import Storage, join
 from tests.conftest import REPO
 from tests.pipelines.conftest import sample_pairs
@@ -146,6 +148,25 @@ def test_s3_in_s3_out_with_a_package_on_s3_and_id_columns(tiny_package, s3_env, 
     assert summary["truncated"] == sum(r["truncated"] for r in rows) > 0  # 8 tokens: long rows are cut
     assert "| rows out | 90 |" in read_artifact("summarize-summary").data
     assert f"s3://{bucket}/out: 90 rows (0 errors" in capsys.readouterr().out
+
+
+def staged_packages() -> set[str]:
+    """The temporary directories that hold downloaded s3:// packages (actors run on this machine)."""
+    return {name for name in os.listdir(tempfile.gettempdir()) if name.startswith(STAGING_PREFIX)}
+
+
+def test_repeated_s3_bulk_jobs_leave_no_downloaded_package_behind(tiny_package, s3_env):
+    storage = Storage(s3_env.settings())
+    bucket = s3_env.create_bucket("staging")
+    for path in tiny_package.rglob("*"):
+        if path.is_file():
+            storage.upload(path, f"s3://{bucket}/model/{path.relative_to(tiny_package)}")
+    storage.write_bytes(f"s3://{bucket}/in.tsv", "".join(f"{s}\n" for s, _ in sample_pairs("dev")[:20]).encode())
+    before = staged_packages()
+    for run in ("a", "b", "c"):  # each a new output, so each run starts actors that download the package
+        assert translate(f"s3://{bucket}/model", f"s3://{bucket}/in.tsv", f"s3://{bucket}/out-{run}", *FAST) == 0
+        assert success(f"s3://{bucket}/out-{run}", storage)["rows_out"] == 20
+    assert staged_packages() == before
 
 
 def unit_workers() -> list[psutil.Process]:

@@ -108,7 +108,7 @@ def test_second_run_reuses_and_different_dataset_is_refused(tmp_path):
     prepare_corpus(inputs=[str(SAMPLE / "dev.tsv")], output=str(out), overrides=NO_TOKENIZER, overwrite=True)
     assert before == {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}  # the same dataset: kept
     from s2s_core.errors import OutputError
-    with pytest.raises(OutputError, match="already holds a different dataset.*--overwrite"):
+    with pytest.raises(OutputError, match="holds a dataset with a different id.*--overwrite"):
         prepare_corpus(inputs=[str(SAMPLE / "test.tsv")], output=str(out), overrides=NO_TOKENIZER)
     replaced = prepare_corpus(inputs=[str(SAMPLE / "test.tsv")], output=str(out), overrides=NO_TOKENIZER,
                               overwrite=True)

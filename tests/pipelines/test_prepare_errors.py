@@ -90,7 +90,7 @@ def test_output_holding_another_dataset_is_refused(tmp_path, capsys):
     out = str(tmp_path / "out")
     assert cli.main(["prepare", "--input", str(SAMPLE / "dev.tsv"), "--output", out, *FAST]) == 0
     code, err = run_cli(capsys, "--input", str(SAMPLE / "test.tsv"), "--output", out, *FAST)
-    assert code == 4 and "already holds a different dataset" in err and "--overwrite" in err
+    assert code == 4 and "holds a dataset with a different id" in err and "--overwrite" in err
     (tmp_path / "other").mkdir()
     (tmp_path / "other/notes.txt").write_text("mine")
     code, err = run_cli(capsys, "--input", str(SAMPLE / "test.tsv"), "--output", str(tmp_path / "other"), *FAST)

@@ -237,7 +237,7 @@ def test_a_different_config_on_the_same_output_is_refused(dataset, two_workers, 
     assert train(dataset, two_workers, "--workers", "2", *TINY, "max_steps=20", "optim.lr=1e-3") == 4
     line = error_line(capsys)
     assert f"error: {two_workers}: holds a run with a different config (train.optim.lr: 0.002 -> 0.001)" in line
-    assert "--force" in line
+    assert "--overwrite" in line
 
 
 def test_more_workers_than_the_cluster_can_place(dataset, tmp_path, capsys):

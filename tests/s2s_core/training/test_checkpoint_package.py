@@ -85,7 +85,7 @@ def test_package_with_another_vocabulary_or_damage_is_refused(trained, tokenizer
     save_package(tmp_path / "ok", trainer.module, good, tokenizer_dir, {})
     weights = tmp_path / "ok" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-10])
-    with pytest.raises(CheckpointError, match=r"model\.safetensors: truncated or corrupted"):
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: truncated or altered"):
         load_package(tmp_path / "ok")
     (tmp_path / "ok" / "metadata.json").unlink()
     with pytest.raises(CheckpointError, match="missing: not a model package"):

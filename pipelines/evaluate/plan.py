@@ -1,0 +1,171 @@
+"""Planning an evaluation: the `EvalRequest`, the test set, and everything checked before generating.
+
+`plan(storage, request)` checks the metrics, decoding options, numbers, packages, test set and
+output, so a mistake fails in about a second, before Prefect starts or any model generates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, field
+
+import pyarrow.parquet as pq
+
+from pipelines.datasets import read_manifest, read_split
+from pipelines.packages import package_id
+from pipelines.storage import NotFound, Storage, absolute
+from s2s_core.errors import ConfigError, InputError, OutputError
+from s2s_core.generation.config import GenerationConfig, resolve_generation
+from s2s_core.metrics import DEFAULT_METRICS, METRICS
+
+REPORT_FILES = ("report.json", "report.md", "outputs.txt")
+
+
+@dataclass(frozen=True)
+class TestSet:
+    sources: list[str]
+    references: list[str]
+    origins: list[str] | None
+    fingerprint: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalRequest:
+    """What `s2s evaluate` (and the `evaluate_model` flow) is asked to do."""
+
+    model: str
+    """Model package to score."""
+    test: str
+    """A prepared dataset (its test split), a TSV (source, reference[, origin]) or a Parquet file."""
+    output: str
+    """Where report.json, report.md and outputs.txt go."""
+    task: str = "translate"
+    """'translate' or 'summarize'."""
+    metrics: list[str] | None = None
+    """bleu, chrf, rouge; None: the task's defaults."""
+    baseline: str | None = None
+    """A second package: is `model` significantly better or worse?"""
+    config_file: str | None = None
+    """YAML file of decoding options."""
+    overrides: list[str] = field(default_factory=list)
+    """`key=value` decoding options."""
+    bootstrap: int = 0
+    """Resamples for 95% confidence intervals; 0: none."""
+    resamples: int = 1000
+    """Paired bootstrap resamples (with `baseline`)."""
+
+    def problems(self) -> list[str]:
+        out = [] if self.bootstrap >= 0 else [f"`--bootstrap` must be >= 0, but is {self.bootstrap}"]
+        if self.baseline and self.resamples < 1:
+            out.append(f"`--resamples` must be >= 1, but is {self.resamples}")
+        return out
+
+
+@dataclass(frozen=True)
+class EvalPlan:
+    """A checked request: absolute URIs, the metrics and decoding options, the package ids."""
+
+    model: str
+    test: str
+    output: str
+    baseline: str | None
+    metrics: list[str]
+    config: GenerationConfig
+    model_id: str
+    baseline_id: str | None
+    test_set: TestSet
+
+
+def plan(storage: Storage, request: EvalRequest) -> EvalPlan:
+    """Check everything an evaluation needs, reading the test set once to check it.
+
+    Raises:
+        ConfigError, InputError, CheckpointError, OutputError, StorageError: naming what is wrong.
+    """
+    problems = request.problems()
+    if problems:
+        raise ConfigError(problems)
+    metrics = check_metrics(request.task, request.metrics)
+    config = resolve_generation(request.config_file, request.overrides, request.task)
+    model, test, output = absolute(request.model), absolute(request.test), absolute(request.output)
+    baseline = absolute(request.baseline) if request.baseline else None
+    model_id = package_id(storage, model)
+    baseline_id = package_id(storage, baseline) if baseline else None
+    check_report_location(storage, output)
+    return EvalPlan(model, test, output, baseline, metrics, config, model_id, baseline_id, read_test_set(storage, test))
+
+
+def check_report_location(storage: Storage, output: str) -> None:
+    """The report goes into a directory: refuse an existing file there, before any generation.
+
+    Raises:
+        OutputError: `output` is a file.
+    """
+    try:
+        storage.info(output)
+    except NotFound:
+        return
+    raise OutputError(output, "is a file: give a directory for report.json, report.md and outputs.txt")
+
+
+def read_test_set(storage: Storage, uri: str) -> TestSet:
+    """A prepared dataset's test split, a TSV (source, reference[, origin]) or a Parquet file
+    (columns source, target[, origin]).
+
+    Raises:
+        InputError: unreadable, empty, or without the needed columns (naming the file and line).
+    """
+    if uri.endswith((".tsv", ".parquet")) and not storage.exists(uri):
+        raise InputError(uri, "not found")
+    if uri.endswith(".tsv"):
+        rows = _tsv_rows(storage, uri)
+    elif uri.endswith(".parquet"):
+        rows = _parquet(storage, uri)
+    else:
+        try:
+            manifest = read_manifest(storage, uri)
+        except NotFound:
+            raise InputError(uri, "is not a test set: give a prepared dataset, a .tsv or a .parquet file") from None
+        table = read_split(storage, uri, manifest, "test", ["source", "target", "origin"])
+        rows = list(zip(*(table.column(c).to_pylist() for c in table.column_names)))
+    if not rows:
+        raise InputError(uri, "the test set is empty")
+    sources, references = [r[0] for r in rows], [r[1] for r in rows]
+    origins = [r[2] for r in rows] if all(len(r) > 2 and r[2] for r in rows) else None
+    digest = hashlib.sha256("\n".join(f"{s}\t{t}" for s, t in zip(sources, references)).encode()).hexdigest()
+    return TestSet(sources, references, origins, digest[:16])
+
+
+def _parquet(storage: Storage, uri: str) -> list[tuple]:
+    table = pq.read_table(io.BytesIO(storage.read_bytes(uri)))
+    missing = [c for c in ("source", "target") if c not in table.column_names]
+    if missing:
+        raise InputError(uri, f"has no column {missing[0]!r} (a test set needs source and target)")
+    columns = ["source", "target"] + (["origin"] if "origin" in table.column_names else [])
+    return list(zip(*(table.column(c).to_pylist() for c in columns)))
+
+
+def _tsv_rows(storage: Storage, uri: str) -> list[tuple]:
+    rows = []
+    for number, line in enumerate(storage.read_bytes(uri).decode("utf-8").splitlines(), start=1):
+        fields = line.split("\t")
+        if len(fields) < 2:
+            raise InputError(uri, f"line {number} has {len(fields)} field (source TAB reference expected)")
+        rows.append(tuple(fields[:3]))
+    return rows
+
+
+def check_metrics(task: str, metrics: list[str] | None) -> list[str]:
+    """The metrics to compute: the given ones, else the task's defaults.
+
+    Raises:
+        ConfigError: an unknown task or metric.
+    """
+    if task not in DEFAULT_METRICS:
+        raise ConfigError([f"unknown task {task!r} (valid: {', '.join(DEFAULT_METRICS)})"])
+    chosen = list(metrics or DEFAULT_METRICS[task])
+    unknown = [m for m in chosen if m not in METRICS]
+    if unknown or not chosen:
+        raise ConfigError([f"`--metrics`: unknown metric {unknown[0] if unknown else ''!r} (valid: {', '.join(METRICS)})"])
+    return chosen

@@ -1,0 +1,129 @@
+"""Planning a bulk job: the `BulkRequest`, and everything checked before Ray starts.
+
+`plan(storage, request)` resolves the decoding options, checks the model package and the
+input, cuts the input into units and checks the output against the job's identity. No Ray,
+no Prefect: the CLI (and `s2s submit`) call it to fail in about a second; the flow calls it
+again, inside a retried task, to run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines import outputs
+from pipelines.generate.units import Columns, Unit, plan_units
+from pipelines.generate.worker import JobSpec
+from pipelines.outputs import OutputKind
+from pipelines.packages import package_id
+from pipelines.storage import NotFound, Storage, absolute, join
+from s2s_core.config import to_dict
+from s2s_core.errors import ConfigError
+from s2s_core.export.ct2 import EXPORT_DIR, EXPORT_INFO
+from s2s_core.generation.config import resolve_generation
+
+JOB_FILE = "_job.json"
+BULK_JOB = OutputKind(what="bulk job", record=JOB_FILE)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BulkRequest:
+    """What a bulk `s2s translate`/`summarize` (and the `bulk_generate` flow) is asked to do."""
+
+    task: str
+    """'translate' or 'summarize'."""
+    model: str
+    """Model package URI."""
+    input: str  # noqa: A003 - the flow parameter's name
+    """Dataset: file, directory/prefix or glob (Parquet, JSONL or TSV)."""
+    output: str
+    """Where the outputs, commit markers and _SUCCESS go."""
+    column: str = "source"
+    """Text column/field (TSV: field number)."""
+    id_column: str | None = None
+    """Row id column; None: file:row."""
+    workers: int = 1
+    """Ray actors, each with the model loaded once."""
+    cpus_per_worker: float = 1.0
+    """CPUs per actor (and torch threads)."""
+    gpus_per_worker: float = 0.0
+    """GPUs per actor; 0 runs on CPU."""
+    config_file: str | None = None
+    """YAML file of decoding options."""
+    overrides: list[str] | None = None
+    """`key=value` decoding options."""
+    overwrite: bool = False
+    """Replace a different job (or foreign files) at `output`."""
+    unit_mb: float = 32.0
+    """Input MB per work unit (and output file)."""
+    ray_address: str | None = None
+    """A Ray cluster to run on; None: the settings' (else a local Ray)."""
+
+    def problems(self) -> list[str]:
+        out = [f"`--{name}` must be >= {low}, but is {value}" for name, value, low in
+               (("workers", self.workers, 1), ("gpus-per-worker", self.gpus_per_worker, 0)) if not value >= low]
+        out += [f"`--{name}` must be a number > 0, but is {value}" for name, value in
+                (("cpus-per-worker", self.cpus_per_worker), ("unit-mb", self.unit_mb))
+                if not (value > 0 and math.isfinite(value))]
+        if not math.isfinite(self.gpus_per_worker):
+            out.append(f"`--gpus-per-worker` must be a finite number, but is {self.gpus_per_worker}")
+        return out
+
+
+@dataclass(frozen=True)
+class BulkPlan:
+    """A checked request: what every worker needs, the units, and the identity the output records."""
+
+    spec: JobSpec
+    units: list[Unit]
+    identity: dict
+
+
+def plan(storage: Storage, request: BulkRequest) -> BulkPlan:
+    """Check the options, the model package, the input and the output; cut the input into units.
+
+    Raises:
+        ConfigError, InputError, CheckpointError, OutputError, StorageError: naming what is wrong.
+    """
+    if request.problems():
+        raise ConfigError(request.problems())
+    config = resolve_generation(request.config_file, request.overrides or [], request.task)
+    model, input_uri, output = absolute(request.model), absolute(request.input), absolute(request.output)
+    columns = Columns(request.column, request.id_column)
+    spec = JobSpec(storage=storage, task=request.task, model=model, model_id=package_id(storage, model),
+                   config=config, columns=columns, output=output,
+                   device="cuda" if request.gpus_per_worker > 0 else "cpu",
+                   threads=max(1, round(request.cpus_per_worker)))
+    units = plan_units(storage, input_uri, columns, request.unit_mb)
+    identity = job_identity(spec, input_uri, units, request.unit_mb)
+    outputs.check_output(storage, output, BULK_JOB, identity, request.overwrite)
+    return BulkPlan(spec, units, identity)
+
+
+def job_identity(spec: JobSpec, input_uri: str, units: list[Unit], unit_mb: float) -> dict[str, Any]:
+    """What must match for a rerun to continue into the same output."""
+    options = to_dict(spec.config)
+    options.pop("max_tokens")  # batching changes speed, not outputs (batch invariance)
+    return {"task": spec.task, "model_id": spec.model_id, "generation": options, "input": input_uri,
+            "export": export_id(spec) if spec.config.engine != "torch" else None,
+            "columns": {"text": spec.columns.text, "id": spec.columns.id}, "unit_mb": unit_mb,
+            "units": len(units), "units_sha256": hashlib.sha256("\n".join(u.id for u in units).encode()).hexdigest()}
+
+
+def export_id(spec: JobSpec) -> str | None:
+    """The hash of the package's CTranslate2 export.json, if it has one: an export added to (or
+    redone in) the package after a run started changes what engine=auto runs, so it is part of
+    the job's identity."""
+    try:
+        info = spec.storage.read_bytes(join(spec.model, EXPORT_DIR, EXPORT_INFO))
+    except NotFound:
+        return None
+    return hashlib.sha256(info).hexdigest()[:16]
+
+
+def claim_output(storage: Storage, output: str, identity: dict, overwrite: bool) -> None:
+    """Check the output again (another run may have claimed it since the plan), clear it when
+    replacing another job, and record this job's identity."""
+    outputs.claim_output(storage, output, BULK_JOB, identity, overwrite)

@@ -1,0 +1,171 @@
+"""Planning a training run: the `TrainRequest`, and everything checked before Ray starts.
+
+`plan(storage, request)` resolves the config, reads the dataset's manifest and tokenizer,
+checks `init_from` and the output, and returns the run config the output records. No Ray,
+no Prefect: the CLI calls it to fail in about a second, the flow calls it again to run.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from pipelines import outputs
+from pipelines.datasets import read_manifest, staged_tokenizer
+from pipelines.outputs import OutputKind
+from pipelines.packages import package_metadata
+from pipelines.storage import Storage, absolute, join
+from s2s_core.config import layers, to_dict
+from s2s_core.errors import ConfigError, InputError
+from s2s_core.models.config import ModelConfig
+from s2s_core.tokenizer import Tokenizer
+from s2s_core.training import config as train_config
+from s2s_core.training.config import TrainConfig
+
+RUN_NAME = "checkpoints"
+"""Ray Train run name: its checkpoints and state live under OUTPUT/checkpoints."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainRequest:
+    """What `s2s train` (and the `train_model` flow) is asked to do."""
+
+    data: str
+    """A prepared dataset (local or s3://)."""
+    output: str
+    """Where the run goes: config.json, checkpoints/, best/, metrics/, model/."""
+    config_file: str | None = None
+    """YAML overlay of the training config."""
+    overrides: list[str] = field(default_factory=list)
+    """`key=value` config overrides."""
+    workers: int = 1
+    """Ray Train workers (DDP)."""
+    gpus_per_worker: float = 0
+    """GPUs per worker; 0 trains on CPU."""
+    cpus_per_worker: float = 1
+    """CPUs per worker (and torch threads)."""
+    max_failures: int = 3
+    """Worker crashes survived by restarting from the last checkpoint."""
+    overwrite: bool = False
+    """Discard a run with a different config at `output`."""
+    ray_address: str | None = None
+    """A Ray cluster to run on; None: the settings' (else a local Ray)."""
+
+    def problems(self) -> list[str]:
+        out = [f"`--{name}` must be >= {low}, but is {value}" for name, value, low in
+               (("workers", self.workers, 1), ("gpus-per-worker", self.gpus_per_worker, 0),
+                ("max-failures", self.max_failures, 0)) if not value >= low]  # NaN fails too
+        if not (self.cpus_per_worker > 0 and math.isfinite(self.cpus_per_worker)):
+            out.append(f"`--cpus-per-worker` must be a number > 0, but is {self.cpus_per_worker}")
+        if not math.isfinite(self.gpus_per_worker):
+            out.append(f"`--gpus-per-worker` must be a finite number, but is {self.gpus_per_worker}")
+        return out
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    """A checked request: resolved configs, the dataset's manifest and the run config."""
+
+    data: str
+    output: str
+    train: TrainConfig
+    model: ModelConfig
+    manifest: dict
+    run_config: dict
+
+
+def plan(storage: Storage, request: TrainRequest) -> TrainPlan:
+    """Check the request, config, dataset, vocabulary, `init_from` and output.
+
+    Raises:
+        ConfigError, InputError, CheckpointError, OutputError, StorageError: naming what is wrong.
+    """
+    if request.problems():
+        raise ConfigError(request.problems())
+    data, output = absolute(request.data), absolute(request.output)
+    train, model = resolve_config(request.config_file, request.overrides)
+    manifest = read_manifest(storage, data)
+    model = fit_vocabulary(model, storage, data, manifest)
+    check_init_from(storage, train, manifest)
+    run_config = run_config_of(train, model, data, manifest)
+    check_output(storage, output, run_config, request.overwrite)
+    return TrainPlan(data, output, train, model, manifest, run_config)
+
+
+RESUMABLE_CHANGES = {"max_steps", "max_epochs", "max_minutes"}  # a rerun may extend training without --overwrite
+
+
+def resolve_config(config_file: str | None, overrides: list[str]) -> tuple[TrainConfig, ModelConfig]:
+    """Defaults <- preset <- YAML file <- key=value overrides: (TrainConfig, ModelConfig), checked together."""
+    return train_config.resolve(layers(config_file, overrides))
+
+
+def fit_vocabulary(model: ModelConfig, storage: Storage, data: str, manifest: dict) -> ModelConfig:
+    """Fill the model's vocabulary sizes from the dataset tokenizer, or refuse a mismatch."""
+    if not (manifest.get("tokenizer") or {}).get("files"):
+        raise InputError(data, "the dataset has no tokenizer (prepare it with tokenizer.enabled=true)")
+    with staged_tokenizer(storage, data, manifest) as local:
+        sizes = {"src_vocab_size": Tokenizer.from_dir(local, "source").vocab_size,
+                 "tgt_vocab_size": Tokenizer.from_dir(local, "target").vocab_size}
+    wrong = [f"`model.{k}` is {getattr(model, k)} but the dataset tokenizer has {v} pieces"
+             for k, v in sizes.items() if getattr(model, k) not in (0, v)]
+    if wrong:
+        raise ConfigError(wrong)
+    return replace(model, **sizes)
+
+
+def check_init_from(storage: Storage, train: TrainConfig, manifest: dict) -> None:
+    """`init_from` must name a package whose tokenizer is the dataset's (else its weights would
+    be read with other token ids).
+
+    Raises:
+        CheckpointError: not a package; ConfigError: the tokenizers differ.
+    """
+    if not train.init_from:
+        return
+    package_files = package_metadata(storage, train.init_from).get("files", {})
+    dataset_files = {f["path"]: f["sha256"] for f in (manifest.get("tokenizer") or {}).get("files", [])}
+    differ = [path for path, sha in dataset_files.items()
+              if path != "tokenizer/settings.json" and package_files.get(path, {}).get("sha256") != sha]
+    if differ:
+        raise ConfigError([f"`init_from` {train.init_from} has another tokenizer than the dataset ({differ[0]}): "
+                           f"prepare the dataset with tokenizer.reuse={join(train.init_from, 'tokenizer')}"])
+
+
+def run_config_of(train: TrainConfig, model: Any, data: str, manifest: dict) -> dict:
+    return {"train": to_dict(train), "model": to_dict(model), "data": data, "dataset_id": manifest.get("dataset_id")}
+
+
+def _config_changes(old: dict, new: dict) -> list[str]:
+    changed = _differences(old, new)
+    return [f"config ({', '.join(changed[:5])})"] if changed else []
+
+
+TRAINING_RUN = OutputKind(what="run", record="config.json", owned=(RUN_NAME, "best", "metrics", "model", "config.json"),
+                          differences=_config_changes)
+
+
+def check_output(storage: Storage, output: str, run_config: dict, overwrite: bool) -> None:
+    """Refuse to resume onto a run with a different config (or into foreign files), unless `overwrite`.
+
+    Raises:
+        OutputError: naming what differs.
+    """
+    outputs.check_output(storage, output, TRAINING_RUN, run_config, overwrite)
+
+
+def claim_output(storage: Storage, output: str, run_config: dict, overwrite: bool) -> None:
+    """Check `output`, discard a different run if `overwrite`, record our config."""
+    outputs.claim_output(storage, output, TRAINING_RUN, run_config, overwrite)
+
+
+def _differences(old: Any, new: Any, where: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new)):
+            if where == "train." and key in RESUMABLE_CHANGES:
+                continue
+            out += _differences(old.get(key), new.get(key), f"{where}{key}.")
+        return out
+    return [] if old == new else [f"{where.rstrip('.')}: {old!r} -> {new!r}"]
