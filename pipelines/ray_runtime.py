@@ -19,11 +19,11 @@ import ray
 from ray.exceptions import RayTaskError
 
 from pipelines.settings import Settings
-from s2s_core.errors import S2SError
+from s2s_core.errors import ClusterFailure, S2SError
 
 
-class ClusterError(S2SError):
-    exit_code = 6
+class ClusterError(ClusterFailure):
+    """Ray could not run the job: a worker or actor failed for good, or resources are missing."""
 
 
 def ensure_ray(settings: Settings) -> None:

@@ -23,15 +23,13 @@ from typing import IO, Any, Iterator
 import pyarrow.fs as pafs
 
 from pipelines.settings import S3Settings
-from s2s_core.errors import InputError, LocationError
+from s2s_core.errors import InputError, StorageFailure
 
 UNREACHABLE = "cannot reach the S3 endpoint"
 
 
-class StorageError(LocationError):
+class StorageError(StorageFailure):
     """Storage could not do what was asked; `cause` is a short phrase such as 'not found'."""
-
-    exit_code = 5
 
     @property
     def cause(self) -> str:

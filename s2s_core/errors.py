@@ -1,7 +1,12 @@
 """Domain errors. Each carries the fields it is about, and its message is one line.
 
-The CLI maps these classes to exit codes in one place (`pipelines.cli`), so code raises
-the most precise class and never prints or exits itself.
+This module is the one table of exit codes: every error a user can cause is (a subclass of)
+one of the kinds below, and `exit_code` is set here only. The CLI turns an error into its one
+line and this code (`pipelines.cli`), so code raises the most precise class and never prints
+or exits itself.
+
+    1 other   2 config   3 input, damaged checkpoint or package   4 output
+    5 storage   6 Ray cluster   7 Prefect / orchestration
 """
 
 from __future__ import annotations
@@ -62,3 +67,21 @@ class CheckpointError(LocationError):
     """A checkpoint or model package is missing, truncated, corrupted or incompatible."""
 
     exit_code = 3
+
+
+class StorageFailure(LocationError):
+    """Storage could not do what was asked (access denied, unreachable, ...): see pipelines.storage."""
+
+    exit_code = 5
+
+
+class ClusterFailure(S2SError):
+    """The Ray cluster cannot run the job as asked: see pipelines.ray_runtime."""
+
+    exit_code = 6
+
+
+class OrchestrationFailure(S2SError):
+    """The Prefect API or a deployment cannot be used as asked: see pipelines.orchestrate."""
+
+    exit_code = 7

@@ -7,15 +7,13 @@ import uuid
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from s2s_core.errors import S2SError
+from s2s_core.errors import ClusterFailure, OrchestrationFailure
 
 LIVE = {"SCHEDULED", "PENDING", "RUNNING", "PAUSED", "CANCELLING"}
 
 
-class OrchestrationError(S2SError):
+class OrchestrationError(OrchestrationFailure):
     """The Prefect API or a deployment cannot be used as asked."""
-
-    exit_code = 7
 
 
 def client() -> Any:
@@ -93,10 +91,8 @@ def live_run(flow_run_id: str | None) -> bool:
     return run_state(flow_run_id) in LIVE
 
 
-class ClusterUnreachable(S2SError):
+class ClusterUnreachable(ClusterFailure):
     """The Ray address given cannot be reached."""
-
-    exit_code = 6
 
 
 def create_run(deployment: Any, parameters: dict, name: str) -> Any:
