@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from pipelines.storage import NotFound, Storage, basename, join
+from pipelines.storage import NotFound, Storage, absolute, basename, join
 from s2s_core.errors import OutputError
 
 Differences = Callable[[dict, dict], list[str]]
@@ -83,6 +83,31 @@ def claim_output(storage: Storage, output: str, kind: OutputKind, identity: dict
     if write_record:
         storage.write_json(join(output, kind.record), identity)
     return recorded
+
+
+def check_apart(inputs: list[str], output: str) -> None:
+    """Refuse an output that is one of the inputs, lies inside one, or holds one: a rerun would
+    read its own outputs (local paths and s3:// prefixes alike; URIs are compared absolute).
+
+    Raises:
+        OutputError: naming the output and the input it collides with.
+    """
+    out = _as_prefix(output)
+    for uri in inputs:
+        source = _as_prefix(uri.split("*", 1)[0] if "*" in uri else uri)  # a glob: its fixed part
+        if out == source:
+            raise OutputError(output, f"is also the input {uri}: give an --output of its own")
+        if out.startswith(source):
+            raise OutputError(output, f"is inside the input {uri}: a rerun would read its own outputs; "
+                                      "give an --output outside it")
+        if source.startswith(out):
+            raise OutputError(output, f"holds the input {uri}: --overwrite would delete it; "
+                                      "give an --output that does not contain the input")
+
+
+def _as_prefix(uri: str) -> str:
+    """`uri` absolute, with one trailing '/', so that prefix tests respect name boundaries."""
+    return absolute(uri).rstrip("/") + "/"
 
 
 def _listing(storage: Storage, output: str) -> list[Any]:

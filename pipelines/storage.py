@@ -262,10 +262,17 @@ class Storage:
             self.upload(path, join(uri, str(path.relative_to(root))))
 
     def download_tree(self, uri: str, local: str | Path) -> Path:
-        """Copy every file under the directory/prefix `uri` into the local directory `local`."""
-        target, root = Path(local), uri.rstrip("/") + "/"
+        """Copy every file under the directory/prefix `uri` into the local directory `local`.
+
+        Raises:
+            StorageError: a key that would resolve outside `local` (`..` parts).
+        """
+        target, root = Path(local).resolve(), uri.rstrip("/") + "/"
         for entry in self.list(uri):
-            path = target / entry.uri[len(root):]
+            path = (target / entry.uri[len(root):]).resolve()
+            if not path.is_relative_to(target):  # a key such as `a/../../x` would land outside
+                raise StorageError(entry.uri, f"is not a plain file name under {uri}: refusing to copy it "
+                                              f"outside {target}")
             path.parent.mkdir(parents=True, exist_ok=True)
             self.download(entry.uri, path)
         return target
