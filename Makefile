@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv demo test test-fast bench bench-quality bench-gpu clean
+.PHONY: venv demo test test-fast lint bench bench-quality bench-gpu clean
 
 venv: $(STAMP)
 
@@ -28,6 +28,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# ruff on all Python code, mypy on the pure library (settings in pyproject.toml).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check s2s_core pipelines bench tests
+	$(VENV)/bin/mypy s2s_core
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"

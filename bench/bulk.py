@@ -31,16 +31,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from pipelines.local_s3 import run_s3_server
+from pipelines.storage import Storage
+from s2s_core.data.config import TokenizerConfig
+from s2s_core.generation import GenerationConfig, Translator
+from s2s_core.models import build_model, model_config
+from s2s_core.package import load_package, save_package
+from s2s_core.tokenizer import Tokenizer, train_sentencepiece
 
-from pipelines.storage import Storage  # noqa: E402
-from s2s_core.data.config import TokenizerConfig  # noqa: E402
-from s2s_core.generation import GenerationConfig, Translator  # noqa: E402
-from s2s_core.models import build_model, model_config  # noqa: E402
-from s2s_core.package import load_package, save_package  # noqa: E402
-from s2s_core.tokenizer import Tokenizer, train_sentencepiece  # noqa: E402
-from pipelines.local_s3 import run_s3_server  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DATA = REPO.parent / "shared" / "data" / "en-it"
 OUT_MD = REPO / "bench" / "out" / "bulk.md"

@@ -70,14 +70,24 @@ import tempfile
 import time
 from pathlib import Path
 
+# Sibling scripts, not a package: `python bench/generate.py` puts bench/ on sys.path.
+from generate_engines import (
+    MODES,
+    NEW_TOKENS,
+    SEED,
+    SIZES,
+    SOURCE_LENGTHS,
+    VOCAB,
+    cpu_busy_seconds,
+    dims,
+    prepare,
+    profile,
+    sentence_flops,
+    sources,
+)
+from generate_export import TARGET_EXPORT, tabulate_export, write_export
+
 BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
-
-from generate_engines import (  # noqa: E402  (a sibling script, not a package)
-    MODES, NEW_TOKENS, SEED, SIZES, SOURCE_LENGTHS, VOCAB, cpu_busy_seconds, dims, prepare, profile, sentence_flops,
-    sources)
-from generate_export import TARGET_EXPORT, tabulate_export, write_export  # noqa: E402
-
 OUT = BENCH / "out"
 TITLES = {"ours": "ours", "ours-int8": "ours int8", "hf": "HF"}
 TARGET_HF, TARGET_CT2 = 1.6, 0.85  # ours/HF and ours/CT2 f32 at batch 16 and 64

@@ -18,9 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
 VOCAB = 32_000
 NEW_TOKENS = 25  # target tokens per sentence; every engine decodes one more step (EOS)
 SOURCE_LENGTHS = (21, 29)  # ids per source, EOS included (inclusive range, mean 25)

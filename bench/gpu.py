@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -35,15 +34,14 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from s2s_core.data.config import TokenizerConfig
+from s2s_core.export.ct2 import EXPORT_DIR, export_ctranslate2
+from s2s_core.generation import GenerationConfig, Translator
+from s2s_core.package import load_package, save_package
+from s2s_core.tokenizer import Tokenizer, train_sentencepiece
+from s2s_core.training.batching import TokenizedPairs
 
-from s2s_core.data.config import TokenizerConfig  # noqa: E402
-from s2s_core.export.ct2 import EXPORT_DIR, export_ctranslate2  # noqa: E402
-from s2s_core.generation import GenerationConfig, Translator  # noqa: E402
-from s2s_core.package import load_package, save_package  # noqa: E402
-from s2s_core.tokenizer import Tokenizer, train_sentencepiece  # noqa: E402
-from s2s_core.training.batching import TokenizedPairs  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DATA = REPO.parent / "shared" / "data" / "en-it" / "train.tsv"
 OUT = REPO / "bench" / "out"

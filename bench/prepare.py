@@ -135,6 +135,7 @@ def flat_counts(counts: dict) -> dict:
 
 def run_tokenizer(dataset: str, out: Path) -> dict:
     import pyarrow.parquet as pq
+
     from s2s_core.data.config import TokenizerConfig
     from s2s_core.tokenizer import train_sentencepiece
 

@@ -33,8 +33,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
 
 DATA = REPO.parent / "shared" / "data" / "en-it"
 OUT = REPO / "bench" / "out" / "quality"

@@ -32,12 +32,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from s2s_core.data.config import TokenizerConfig
+from s2s_core.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, train_sentencepiece
+from s2s_core.training.batching import TokenizedPairs, make_batch, usable_rows
 
-from s2s_core.data.config import TokenizerConfig  # noqa: E402
-from s2s_core.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, train_sentencepiece  # noqa: E402
-from s2s_core.training.batching import TokenizedPairs, make_batch, usable_rows  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "en-it" / "train.tsv"
 OUT = REPO / "bench" / "out"

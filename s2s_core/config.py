@@ -156,7 +156,7 @@ def _build(cls: type[C], data: Any, where: str, problems: list[str]) -> C:
 
 def _coerce(hint: Any, raw: Any, where: str, problems: list[str]) -> Any:
     """Check `raw` against a field's type, converting where it is lossless (int -> float)."""
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, raw, where + ".", problems)
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):

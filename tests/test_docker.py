@@ -17,7 +17,6 @@ import pytest
 from tests.conftest import REPO
 from tests.test_deploy_artifacts import DOCKERFILE, DOCKERIGNORE, IMAGE_ROOT, PINS
 
-
 # --- the Dockerfile ----------------------------------------------------------------------------
 
 def dockerfile_instructions() -> list[tuple[str, str]]:

@@ -6,13 +6,12 @@ decoding, by sacrebleu; a package trained on other data is judged on today's val
 
 from __future__ import annotations
 
-import sacrebleu
-
 from pipelines.datasets import read_pairs, shard_uris
 from pipelines.packages import open_text_layer
 from pipelines.storage import Storage
 from s2s_core.errors import InputError
 from s2s_core.generation import GenerationConfig
+from s2s_core.metrics import bleu_chrf
 
 METRICS = ("bleu", "chrf")
 
@@ -30,6 +29,5 @@ def score_package(storage: Storage, model: str, data: str, manifest: dict, split
     sources, references = read_pairs(storage, data, manifest, split, sentences)
     translator = open_text_layer(storage, model, "translate", config)
     hypotheses = [result.text for result in translator(sources)]
-    return {"bleu": round(sacrebleu.corpus_bleu(hypotheses, [references]).score, 3),
-            "chrf": round(sacrebleu.corpus_chrf(hypotheses, [references]).score, 3),
+    return {**bleu_chrf(hypotheses, references, ndigits=3),
             "sentences": len(sources)}

@@ -121,7 +121,7 @@ def check_export(package: ModelPackage, export: Path) -> dict:
     expected = package_fingerprint(package.metadata)
     if {key: info.get(key) for key in expected} != expected:
         raise CheckpointError(str(export), f"was exported from another package (weights or config SHA-256 differ "
-                                           f"from {package.directory / METADATA}): run "
+                                           f"from {package.directory}/{METADATA}): run "
                                            f"`s2s export --model {package.directory}` again")
     return info
 

@@ -168,7 +168,7 @@ def resolve(data: dict[str, Any]) -> tuple[TrainConfig, Any]:
     except ConfigError as err:
         problems += [p if p.startswith("unknown model preset") else _in_model(p) for p in err.problems]
         model = None
-    if problems:
+    if problems or train is None:  # train is None only with problems
         raise ConfigError(problems)
     return train, model
 

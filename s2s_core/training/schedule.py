@@ -13,13 +13,14 @@ from s2s_core.training.config import OptimConfig, ScheduleConfig
 
 def build_optimizer(model: torch.nn.Module, config: OptimConfig) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only (not on biases, norms or embeddings' 1-d params)."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for param in model.parameters():
         if param.requires_grad:
             (decay if param.dim() >= 2 else no_decay).append(param)
     groups = [{"params": decay, "weight_decay": config.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.betas), eps=config.eps)
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.betas[0], config.betas[1]), eps=config.eps)
 
 
 def lr_factor(config: ScheduleConfig, max_steps: int, max_seconds: float = 0.0) -> Callable[..., float]:

@@ -90,9 +90,10 @@ class Trainer:
                            for p in positions)
         self.model.train()
         stats = torch.zeros(6, dtype=torch.float64)  # loss, nll, target, source, padded tokens, seconds
+        no_sync = getattr(self.model, "no_sync", None)  # DDP's: skip the gradient all-reduce
         for i, position in enumerate(mine):
             sync = i == len(mine) - 1
-            with self.model.no_sync() if (not sync and hasattr(self.model, "no_sync")) else contextlib.nullcontext():
+            with no_sync() if (not sync and no_sync is not None) else contextlib.nullcontext():
                 stats[:5] += self._micro_step(position, total_target)
         grad_norm = self._update()
         stats[5] = time.perf_counter() - start
@@ -138,7 +139,7 @@ class Trainer:
 
     def run_validation(self, data: ValidationSet, tokenizer: Tokenizer) -> tuple[dict, bool]:
         """Validate on rank 0 and share the scores; returns (scores, improved the best)."""
-        scores = None
+        scores: dict[str, float] = {}  # other ranks receive rank 0's below
         if self.rank == 0:
             cfg = self.config
             scores = validate(self.module, data, cfg.validation, tokenizer, cfg.optim.label_smoothing,

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import sacrebleu
 import torch
 
 from s2s_core.generation.greedy import greedy_decode
+from s2s_core.metrics import bleu_chrf
 from s2s_core.tokenizer import PAD_ID, Tokenizer
 from s2s_core.training.batching import TokenizedPairs, make_batch, plan_batches
 from s2s_core.training.config import ValidationConfig
@@ -72,7 +72,4 @@ def _bleu_chrf(model, data: ValidationSet, config: ValidationConfig, tokenizer: 
         batch = make_batch(data.pairs, batch_rows).to(device)
         for row, ids in zip(batch_rows, greedy_decode(model, batch.src, config.max_len_a, config.max_len_b)):
             hypotheses[row] = tokenizer.decode(ids)
-    references = [data.references[:count]]
-    return {"bleu": sacrebleu.corpus_bleu(hypotheses, references).score,
-            "chrf": sacrebleu.corpus_chrf(hypotheses, references).score,
-            "sentences": count}
+    return {**bleu_chrf(hypotheses, data.references[:count], ndigits=None), "sentences": count}

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipelines.local_s3 import free_ports
 from pipelines.orchestrate.nightly import nightly
 from pipelines.orchestrate.submissions import Registry, Submission, submission_id
 from pipelines.storage import Storage
@@ -21,7 +22,6 @@ from tests.conftest import SAMPLE
 from tests.pipelines.conftest import sample_pairs
 from tests.pipelines.test_generate import output_rows, success
 from tests.pipelines.test_train import TINY
-from pipelines.local_s3 import free_ports
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("pipeline")]
 

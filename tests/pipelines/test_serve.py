@@ -18,12 +18,12 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from pipelines.local_s3 import free_ports
 from pipelines.orchestrate.submissions import submission_id
 from tests.conftest import REPO
 from tests.pipelines.conftest import sample_pairs
 from tests.pipelines.test_generate import output_rows, success
 from tests.pipelines.test_train import wait_for
-from pipelines.local_s3 import free_ports
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.local_s3 import free_ports, run_s3_server
 from pipelines.settings import S3Settings
 from pipelines.storage import FileEntry, NotFound, Storage, StorageError, is_s3
-from pipelines.local_s3 import free_ports, run_s3_server
 
 BUCKET = "s2s-test"
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 

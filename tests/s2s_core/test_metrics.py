@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import sacrebleu
 
-from s2s_core.metrics import corpus_scores, paired_bootstrap, translation_scores
+from s2s_core.metrics import _SufficientStatistics, bleu_chrf, corpus_scores, paired_bootstrap, translation_scores
 from tests.conftest import SAMPLE
 
 PAIRS = [line.split("\t")[:2] for line in (SAMPLE / "dev.tsv").read_text(encoding="utf-8").splitlines()[:200]]
@@ -32,9 +32,61 @@ def test_perfect_output_scores_100_and_bootstrap_gives_an_interval():
     assert translation_scores(HYPOTHESES, REFERENCES, bootstrap=200) == scores  # sacrebleu seeds its resampling
 
 
+TEST_PAIRS = [line.split("\t")[:2] for line in (SAMPLE / "test.tsv").read_text(encoding="utf-8").splitlines()]
+TEST_REFERENCES = [target for _, target in TEST_PAIRS]
+# Three kinds of imperfect output: a dropped last word, a sentence's first half, the English source.
+TEST_OUTPUTS = {"dropped word": [" ".join(r.split()[:-1]) for r in TEST_REFERENCES],
+                "first half": [" ".join(r.split()[:max(1, len(r.split()) // 2)]) for r in TEST_REFERENCES],
+                "source": [source for source, _ in TEST_PAIRS]}
+
+
+@pytest.mark.parametrize("output", sorted(TEST_OUTPUTS))
+def test_bleu_chrf_is_sacrebleus_public_corpus_score_on_the_test_set(output):
+    hypotheses = TEST_OUTPUTS[output]
+    bleu = sacrebleu.corpus_bleu(hypotheses, [TEST_REFERENCES]).score
+    chrf = sacrebleu.corpus_chrf(hypotheses, [TEST_REFERENCES]).score
+    assert len(hypotheses) == 500 and 0 < bleu < 95
+    assert bleu_chrf(hypotheses, TEST_REFERENCES, ndigits=None) == {"bleu": bleu, "chrf": chrf}
+    assert bleu_chrf(hypotheses, TEST_REFERENCES, ndigits=3) == {"bleu": round(bleu, 3), "chrf": round(chrf, 3)}
+    assert bleu_chrf(hypotheses, TEST_REFERENCES) == {k: translation_scores(hypotheses, TEST_REFERENCES)[k]
+                                                      for k in ("bleu", "chrf")}
+
+
+@pytest.mark.parametrize("name", ["bleu", "chrf"])
+def test_resampling_summed_statistics_equals_rescoring_the_resampled_texts(name):
+    """The paired test sums per-sentence statistics; sacrebleu's public corpus_score on the
+    resampled texts must give the very same scores (this pins chrF's use of sacrebleu's own
+    resampling methods to its public API)."""
+    import numpy as np
+
+    hypotheses = TEST_OUTPUTS["first half"][:120]
+    references = TEST_REFERENCES[:120]
+    scorer = _SufficientStatistics(name)
+    statistics = scorer.of_sentences(hypotheses, references)
+    metric = sacrebleu.BLEU() if name == "bleu" else sacrebleu.CHRF()
+    assert scorer.score(statistics.sum(0)) == metric.corpus_score(hypotheses, [references]).score
+    for rows in np.random.default_rng(0).integers(0, len(references), size=(5, len(references))):
+        rescored = metric.corpus_score([hypotheses[i] for i in rows], [[references[i] for i in rows]]).score
+        assert scorer.score(statistics[rows].sum(0)) == rescored
+
+
+def test_bootstrap_intervals_and_p_values_are_pinned():
+    """Fixed seeds: the same numbers every run and every release of this code."""
+    scores = translation_scores(HYPOTHESES, REFERENCES, bootstrap=200)
+    assert {k: scores[k] for k in ("bleu", "bleu_ci95", "chrf", "chrf_ci95")} == {
+        "bleu": 76.02, "bleu_ci95": 6.87, "chrf": 80.4, "chrf_ci95": 5.1}
+    assert scores["signature"]["bleu"].startswith("nrefs:1|bs:200|seed:12345|case:mixed|eff:no|tok:13a|smooth:exp|")
+    ten_fixed = [r if i < 10 else h for i, (h, r) in enumerate(zip(HYPOTHESES, REFERENCES))]
+    assert paired_bootstrap(HYPOTHESES, ten_fixed, REFERENCES, ["bleu", "chrf"], resamples=300) == {
+        "bleu": {"baseline": 76.02, "candidate": 77.3, "delta": 1.28, "p_value": 0.093},
+        "chrf": {"baseline": 80.4, "candidate": 81.39, "delta": 1.0, "p_value": 0.0797}}
+
+
 def test_mismatched_lengths_are_refused():
     with pytest.raises(ValueError, match="2 hypotheses for 3 references"):
         translation_scores(["a", "b"], ["a", "b", "c"])
+    with pytest.raises(ValueError, match="2 hypotheses for 1 references"):
+        bleu_chrf(["a", "b"], ["a"])
 
 
 SUMMARY_PAIRS = [line.split("\t") for line in

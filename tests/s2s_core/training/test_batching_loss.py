@@ -10,7 +10,14 @@ import torch
 import torch.nn.functional as F
 
 from s2s_core.tokenizer import BOS_ID, EOS_ID, PAD_ID
-from s2s_core.training.batching import BatchStream, TokenizedPairs, make_batch, padding_fraction, plan_batches, usable_rows
+from s2s_core.training.batching import (
+    BatchStream,
+    TokenizedPairs,
+    make_batch,
+    padding_fraction,
+    plan_batches,
+    usable_rows,
+)
 from s2s_core.training.config import ScheduleConfig
 from s2s_core.training.loss import label_smoothed_nll
 from s2s_core.training.schedule import lr_factor

@@ -11,8 +11,8 @@ import torch
 
 from s2s_core.training.trainer import Callbacks, fit
 from s2s_core.training.validation import ValidationSet
-from tests.s2s_core.conftest import read_pairs
 from tests.conftest import SAMPLE
+from tests.s2s_core.conftest import read_pairs
 from tests.s2s_core.training.common import make_trainer, parameters, tiny_run
 
 
