@@ -186,6 +186,11 @@ class BatchStream:
     def batch(self, position: int) -> Batch:
         return make_batch(self.pairs, self.rows(position))
 
+    def target_tokens(self, position: int) -> int:
+        """Target tokens (EOS included) of micro-batch `position`: what the loss is normalised by."""
+        rows = self.rows(position)
+        return int(self.pairs.tgt_lengths[rows].sum()) + len(rows)
+
 
 def padding_fraction(batches: Iterable[Batch]) -> float:
     """Share of padded positions (source + target) that are padding."""

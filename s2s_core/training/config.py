@@ -66,9 +66,16 @@ class BatchConfig:
     """Longer training pairs (in tokens) are skipped and counted."""
     max_target_len: int = 256
     """Longer training pairs (in tokens) are skipped and counted."""
+    loader: Literal["stream", "memory"] = "stream"
+    """stream: read the dataset's token-id shards a window at a time (memory bounded by the
+    window); memory: read and tokenize the whole train split in every worker (datasets prepared
+    before token-id shards existed; small corpora)."""
+    window_shards: int = 4
+    """stream: shards whose batches are shuffled together and held in memory at once (two
+    windows at most, when a step straddles them)."""
 
     def problems(self) -> list[str]:
-        out = config_lib.at_least(self, 1, "max_tokens", "max_source_len", "max_target_len")
+        out = config_lib.at_least(self, 1, "max_tokens", "max_source_len", "max_target_len", "window_shards")
         longest = max(self.max_source_len, self.max_target_len) + 1
         if not out and self.max_tokens < longest:
             out.append(f"`max_tokens` must be >= the longest allowed sequence ({longest}), but is {self.max_tokens}")

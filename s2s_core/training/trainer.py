@@ -22,6 +22,7 @@ import torch.distributed as dist
 
 from s2s_core.tokenizer import PAD_ID, Tokenizer
 from s2s_core.training.batching import BatchStream
+from s2s_core.training.streaming import ShardedStream
 from s2s_core.training.checkpoint import TrainerState, load_checkpoint, save_checkpoint
 from s2s_core.training.config import TrainConfig
 from s2s_core.training.loss import label_smoothed_nll
@@ -42,7 +43,7 @@ class Trainer:
     """Owns model, optimiser, scheduler, data stream and counters of one worker."""
 
     def __init__(self, model: torch.nn.Module, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 scheduler, stream: BatchStream, config: TrainConfig, device: torch.device,
+                 scheduler, stream: BatchStream | ShardedStream, config: TrainConfig, device: torch.device,
                  rank: int = 0, world_size: int = 1) -> None:
         self.model = model  # possibly DDP-wrapped: used for the training forward/backward
         self.module = module  # the bare model: validation, checkpoints
@@ -86,8 +87,7 @@ class Trainer:
         lr = self.scheduler.set(self.state.step, self.state.wall_seconds)
         positions = range(self.state.position, self.state.position + self.micro_batches_per_step)
         mine = positions[self.rank::self.world_size]
-        total_target = sum(int(self.stream.pairs.tgt_lengths[self.stream.rows(p)].sum()) + len(self.stream.rows(p))
-                           for p in positions)
+        total_target = sum(self.stream.target_tokens(p) for p in positions)
         self.model.train()
         stats = torch.zeros(6, dtype=torch.float64)  # loss, nll, target, source, padded tokens, seconds
         no_sync = getattr(self.model, "no_sync", None)  # DDP's: skip the gradient all-reduce
