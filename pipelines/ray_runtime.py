@@ -11,9 +11,12 @@ Ray Client (`ray://`) is avoided: flaky here.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import logging.handlers
+import os
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import ray
 from ray.exceptions import RayTaskError
@@ -39,9 +42,10 @@ def ensure_ray(settings: Settings) -> None:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         else:
             store = settings.local_ray_object_store_mb
-            ray.init(num_cpus=settings.local_ray_cpus, include_dashboard=False,
-                     object_store_memory=store * (1 << 20) if store else None,
-                     logging_level=logging.WARNING, log_to_driver=False)
+            with _warnings_to_ray_logs(quiet=not settings.debug):
+                ray.init(num_cpus=settings.local_ray_cpus, include_dashboard=False,
+                         object_store_memory=store * (1 << 20) if store else None,
+                         logging_level=logging.WARNING, log_to_driver=False)
     except ray.exceptions.AuthenticationError as err:
         # Raised before connecting: token mode is on but no token was found (or an unreadable
         # RAY_AUTH_TOKEN_PATH); Ray's own text says which, without the secret.
@@ -52,6 +56,50 @@ def ensure_ray(settings: Settings) -> None:
         if isinstance(err, ConnectionError):
             raise ClusterError(f"cannot reach the Ray cluster at {address}: {str(err).splitlines()[0]}") from None
         raise
+
+
+DRIVER_LOG = "s2s-driver-{pid}.log"
+"""In the local Ray's session log directory: Ray's own warnings from this process."""
+
+
+@contextlib.contextmanager
+def _warnings_to_ray_logs(quiet: bool) -> Iterator[None]:
+    """While a local Ray starts, and after: Ray's own log lines from this process go to its
+    session log directory, not the terminal, so that a failing command prints its one line.
+    Starting a local Ray always warns "Token authentication is enabled for this Ray cluster"
+    (token auth stays on: only the notice moves). `quiet=False` (--debug) changes nothing; a
+    cluster connected to by address keeps its warnings (they may be about that cluster)."""
+    if not quiet:
+        yield
+        return
+    logger = logging.getLogger("ray")
+    consoles = [h for h in logger.handlers if type(h) is not logging.FileHandler]
+    held = logging.handlers.MemoryHandler(capacity=10_000, flushLevel=logging.CRITICAL + 1)
+    for handler in consoles:
+        logger.removeHandler(handler)
+    logger.addHandler(held)
+    try:
+        yield
+    except BaseException:
+        for handler in consoles:  # no Ray, no session directory: the CLI reports the failure
+            logger.addHandler(handler)
+        raise
+    finally:
+        logger.removeHandler(held)
+        held.setTarget(_session_log())  # None (no session): they are dropped
+        held.close()
+
+
+def _session_log() -> logging.Handler | None:
+    """A handler on this process's log file in the local Ray's session logs, added to Ray's logger."""
+    try:
+        directory = ray._private.worker._global_node.get_logs_dir_path()  # no public API for it
+    except AttributeError:
+        return None
+    handler = logging.FileHandler(os.path.join(directory, DRIVER_LOG.format(pid=os.getpid())), delay=True)
+    handler.setFormatter(logging.Formatter("%(asctime)s\t%(levelname)s %(filename)s:%(lineno)s -- %(message)s"))
+    logging.getLogger("ray").addHandler(handler)
+    return handler
 
 
 TOKEN_SOURCES = "RAY_AUTH_TOKEN, a file named by RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token"

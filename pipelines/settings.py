@@ -7,9 +7,12 @@ which pyarrow and boto3 resolve themselves when no explicit key is set here.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, replace
 from typing import Mapping
+
+from s2s_core.errors import ConfigError
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,6 +51,10 @@ class Settings:
     scale_wait_s: float = 0.0
     """On an autoscaling Ray cluster: seconds to wait for the autoscaler to add the nodes a job
     needs before saying it cannot be placed (0: say it at once)."""
+    max_model_gb: str | None = None
+    """S2S_MAX_MODEL_GB: the largest model, by estimated memory in GB, that a run may train or
+    a package may load (None: s2s_core's default, 64); read as given, checked where used
+    (`max_model_bytes`), so that a bad value is one error line like any other."""
     debug: bool = False
     demo_s3: bool = False
     """`make demo` writes to a local SeaweedFS S3 server that it starts and stops."""
@@ -75,9 +82,27 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         io_retries=int(env.get("S2S_IO_RETRIES") or 2),
         io_retry_delay_s=float(env.get("S2S_IO_RETRY_DELAY_S") or 10.0),
         scale_wait_s=float(env.get("S2S_SCALE_WAIT_S") or 0.0),
+        max_model_gb=env.get("S2S_MAX_MODEL_GB") or None,
         debug=_flag(env, "S2S_DEBUG"),
         demo_s3=_flag(env, "S2S_DEMO_S3"),
     )
+
+
+def max_model_bytes(settings: Settings) -> int | None:
+    """`settings.max_model_gb` in bytes; None when unset (the library's default applies).
+
+    Raises:
+        ConfigError: S2S_MAX_MODEL_GB is not a number > 0.
+    """
+    if settings.max_model_gb is None:
+        return None
+    try:
+        gigabytes = float(settings.max_model_gb)
+    except ValueError:
+        gigabytes = math.nan
+    if not (gigabytes > 0 and math.isfinite(gigabytes)):
+        raise ConfigError([f"S2S_MAX_MODEL_GB must be a number > 0 (GB), but is {settings.max_model_gb!r}"])
+    return int(gigabytes * 10**9)
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
@@ -103,12 +128,15 @@ def use_prefect_api(url: str) -> None:
 def prepare_process(debug: bool) -> None:
     """Process-wide defaults the CLI needs before Prefect is imported.
 
-    Prefect's own telemetry is switched off unless the user set it. Without --debug, Prefect's
+    Prefect's own telemetry is switched off unless the user set it. --debug is passed on to
+    the settings that flows load (S2S_DEBUG). Without --debug, Prefect's
     console handler stays silent about failures (it would print each error with a traceback,
     and the CLI reports it once, in one line); the run history still gets the full error
     through Prefect's API log handler.
     """
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "DEBUG" if debug else "WARNING")
-    if not debug:
+    if debug:  # flows read their settings again: --debug reaches them (e.g. a local Ray's warnings stay shown)
+        os.environ["S2S_DEBUG"] = "1"
+    else:
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")

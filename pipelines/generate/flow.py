@@ -15,14 +15,15 @@ import pyarrow.parquet as pq
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from pipelines import ray_runtime
+from pipelines import outputs, ray_runtime
 from pipelines.generate import job
-from pipelines.generate.plan import BulkPlan, BulkRequest, claim_output, plan
+from pipelines.generate.plan import BULK_JOB, BulkPlan, BulkRequest, claim_output, plan
 from pipelines.generate.units import Unit
 from pipelines.generate.worker import FLAGS, output_uri
 from pipelines.retry import io_task_options
 from pipelines.settings import run_settings
 from pipelines.storage import Storage, basename
+from s2s_core.errors import CheckpointError, InputError
 
 EXAMPLES = 5
 
@@ -65,11 +66,18 @@ def bulk_generate(task: str, model: str, input: str, output: str, column: str = 
     storage = Storage(settings.s3)
     io = io_task_options(settings)
     planned = plan_task.with_options(**io)(storage, request)
-    ray_runtime.ensure_ray(settings)
-    ray_runtime.check_resources(workers, cpus_per_worker, gpus_per_worker, settings.scale_wait_s)
-    claim_output(storage, planned.spec.output, planned.identity, overwrite)
-    summary = actor_pool.with_options(**io)(planned, workers, cpus_per_worker, gpus_per_worker)
     output = planned.spec.output
+    # Taken before Ray starts: a second identical command fails in a second (exit 4, naming
+    # this job), instead of redoing all the work beside it.
+    with outputs.output_lease(storage, output, BULK_JOB.what) as lease:
+        ray_runtime.ensure_ray(settings)
+        ray_runtime.check_resources(workers, cpus_per_worker, gpus_per_worker, settings.scale_wait_s)
+        claim_output(storage, output, planned.identity, overwrite, lease)
+        try:
+            summary = actor_pool.with_options(**io)(planned, workers, cpus_per_worker, gpus_per_worker)
+        except (InputError, CheckpointError):
+            job.release_if_untouched(storage, output)
+            raise
     create_markdown_artifact(summary_markdown(summary, output), key=f"{task}-summary",
                              description=f"bulk {task} -> {output}")
     create_table_artifact(examples(storage, output, planned.units), key=f"{task}-examples",

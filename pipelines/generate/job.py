@@ -39,6 +39,14 @@ def committed_units(storage: Storage, output: str) -> set[str]:
         return set()
 
 
+def release_if_untouched(storage: Storage, output: str) -> None:
+    """After a job stopped on bad input (a damaged file or package): if no unit was ever
+    committed, the output holds nothing worth keeping, so it is removed and free for any
+    command again (a fixed input may cut into other units). Committed units are kept."""
+    if not committed_units(storage, output):
+        storage.delete(output, recursive=True)
+
+
 def run_pool(spec: JobSpec, units: list[Unit], workers: int, cpus_per_worker: float, gpus_per_worker: float,
              stream: TextIO = sys.stderr) -> list[dict]:
     """Process `units` on `workers` actors; returns their commit records (plus peak memory).
@@ -145,7 +153,7 @@ class _Pool:
 
     def _answered(self, index: int, ref: ray.ObjectRef) -> None:
         try:
-            ray.get(ref)
+            ray_runtime.get(ref)  # a worker that could not load the package raises its CheckpointError
         except ray.exceptions.ActorDiedError as err:
             self._lose(index, err)
         except ray.exceptions.RayActorError:

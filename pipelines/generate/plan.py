@@ -17,10 +17,10 @@ from pipelines import outputs
 from pipelines.generate.units import Columns, Unit, plan_units
 from pipelines.generate.worker import JobSpec
 from pipelines.outputs import OutputKind
-from pipelines.packages import package_id
-from pipelines.storage import NotFound, Storage, absolute, join
+from pipelines.packages import METADATA, package_id, package_metadata
+from pipelines.storage import NotFound, Storage, absolute, is_s3, join
 from s2s_core.config import to_dict
-from s2s_core.errors import ConfigError
+from s2s_core.errors import CheckpointError, ConfigError, OutputError
 from s2s_core.export.ct2 import EXPORT_DIR, EXPORT_INFO
 from s2s_core.generation.config import resolve_generation
 
@@ -85,12 +85,18 @@ def plan(storage: Storage, request: BulkRequest) -> BulkPlan:
     """Check the options, the model package, the input and the output; cut the input into units.
 
     Raises:
-        ConfigError, InputError, CheckpointError, OutputError, StorageError: naming what is wrong.
+        ConfigError, InputError, CheckpointError, OutputError, StorageError: naming what is wrong
+            (an output that is, lies in or holds the input is refused too).
     """
     if request.problems():
         raise ConfigError(request.problems())
     config = resolve_generation(request.config_file, request.overrides or [], request.task)
     model, input_uri, output = absolute(request.model), absolute(request.input), absolute(request.output)
+    outputs.check_apart([input_uri], output)
+    if (model.rstrip("/") + "/").startswith(output.rstrip("/") + "/"):
+        raise OutputError(output, f"holds the model package {model}: --overwrite would delete it; "
+                                  "give an --output that does not contain the package")
+    check_package_files(storage, model)
     columns = Columns(request.column, request.id_column)
     spec = JobSpec(storage=storage, task=request.task, model=model, model_id=package_id(storage, model),
                    config=config, columns=columns, output=output,
@@ -100,6 +106,42 @@ def plan(storage: Storage, request: BulkRequest) -> BulkPlan:
     identity = job_identity(spec, input_uri, units, request.unit_mb)
     outputs.check_output(storage, output, BULK_JOB, identity, request.overwrite)
     return BulkPlan(spec, units, identity)
+
+
+def check_package_files(storage: Storage, model: str) -> None:
+    """Check the files the package's metadata lists before any worker starts, so that a damaged
+    package is one line in a second, not a failure of every actor after Ray's start-up.
+
+    Local packages are hashed as the actors would (SHA-256 of a 190 MB transformer-base package
+    takes 0.17 s here, against about 9 s for a local Ray to start); on s3:// only the sizes are
+    compared (one listing), since hashing would download the package into the driver too: the
+    actors check the content when they load it, and their CheckpointError reaches the CLI as is.
+
+    Raises:
+        CheckpointError: not a package, or a listed file missing, of the wrong size or altered.
+    """
+    metadata = package_metadata(storage, model)
+    index = metadata.get("files") if isinstance(metadata, dict) else None
+    if not isinstance(index, dict):
+        raise CheckpointError(join(model, METADATA), "has no file index ('files'): not a model package")
+    sizes = {entry.uri: entry.size for entry in storage.list(model)}
+    for name, expected in index.items():
+        uri, expected = join(model, name), expected if isinstance(expected, dict) else {}
+        if uri not in sizes:
+            raise CheckpointError(uri, "missing from the model package")
+        if sizes[uri] != expected.get("bytes"):
+            raise CheckpointError(uri, f"truncated or altered: {sizes[uri]} bytes, expected {expected.get('bytes')} "
+                                       f"(per {METADATA})")
+        if not is_s3(model) and _sha256(storage, uri) != expected.get("sha256"):
+            raise CheckpointError(uri, f"corrupted: its SHA-256 does not match {METADATA}")
+
+
+def _sha256(storage: Storage, uri: str) -> str:
+    digest = hashlib.sha256()
+    with storage.open_read(uri) as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def job_identity(spec: JobSpec, input_uri: str, units: list[Unit], unit_mb: float) -> dict[str, Any]:
@@ -123,7 +165,8 @@ def export_id(spec: JobSpec) -> str | None:
     return hashlib.sha256(info).hexdigest()[:16]
 
 
-def claim_output(storage: Storage, output: str, identity: dict, overwrite: bool) -> None:
+def claim_output(storage: Storage, output: str, identity: dict, overwrite: bool,
+                 lease: outputs.Lease | None = None) -> None:
     """Check the output again (another run may have claimed it since the plan), clear it when
-    replacing another job, and record this job's identity."""
-    outputs.claim_output(storage, output, BULK_JOB, identity, overwrite)
+    replacing another job (keeping this job's `lease`), and record this job's identity."""
+    outputs.claim_output(storage, output, BULK_JOB, identity, overwrite, lease=lease)

@@ -1,7 +1,9 @@
 """Reading one unit's rows: ids and texts, with a reason for every row that cannot be used.
 
-A bad row (null, not a string, invalid UTF-8, invalid JSON, missing field) is kept with its
-error, so it still gets an output row and is counted: nothing is dropped silently.
+A bad row (null, not a string, invalid UTF-8 or a lone surrogate, a NUL byte, invalid JSON, not
+a JSON object, missing field) is kept with its error, so it still gets an output row and is
+counted: nothing is dropped silently. A file that cannot be read at all (a damaged Parquet row
+group) is an InputError naming the file and the row group: no row of it can be answered.
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.datasets import read_line_range
-from pipelines.generate.units import Columns, Unit
+from pipelines.generate.units import Columns, Unit, json_kind, reader_message
 from pipelines.storage import Storage
 from s2s_core.data.readers import split_lines
+from s2s_core.errors import InputError
 
 
 @dataclass
@@ -44,18 +48,42 @@ class _Missing:
 
 
 def _as_text(value: Any) -> tuple[str | None, str | None]:
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError as err:
+            return None, f"invalid UTF-8 byte at column {err.start + 1}"
     if isinstance(value, str):
-        return value, None
+        problem = text_problem(value)
+        return (None, problem) if problem else (value, None)
     if isinstance(value, _Missing):
         return None, value.reason
     if value is None:
         return None, "null"
-    if isinstance(value, bytes):
-        try:
-            return value.decode("utf-8"), None
-        except UnicodeDecodeError as err:
-            return None, f"invalid UTF-8 byte at column {err.start + 1}"
     return None, f"not a string ({type(value).__name__})"
+
+
+def text_problem(text: str, escaped_bytes: bool = False) -> str | None:
+    """Why `text` cannot be generated from, or None. A JSON escape (`"\\ud800"`) or a command
+    line argument that is not UTF-8 (with `escaped_bytes`: Python keeps its bytes as
+    U+DC80..U+DCFF) gives a str with no UTF-8 form: the tokenizer (and Arrow) refuse it, so it
+    is a bad row, not a crash. A NUL byte means binary data, not text."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        code = ord(text[err.start])
+        if escaped_bytes and 0xDC80 <= code <= 0xDCFF:
+            return f"invalid UTF-8 byte 0x{code - 0xDC00:02x} at character {err.start + 1}"
+        return f"invalid UTF-8: lone surrogate U+{code:04X} at character {err.start + 1}"
+    if "\0" in text:
+        return f"NUL byte at character {text.index(chr(0)) + 1}: binary data, not text"
+    return None
+
+
+def safe_id(value: Any) -> str:
+    """A row id that Arrow can store: bytes decoded leniently, lone surrogates escaped."""
+    text = value.decode("utf-8", errors="backslashreplace") if isinstance(value, bytes) else str(value)
+    return text.encode("utf-8", errors="backslashreplace").decode("utf-8")
 
 
 def read_unit(storage: Storage, unit: Unit, columns: Columns) -> UnitRows:
@@ -68,7 +96,7 @@ def read_unit(storage: Storage, unit: Unit, columns: Columns) -> UnitRows:
     rows = UnitRows()
     for line_start, line in zip(_line_starts(data, start), lines):
         text, row_id = parse(line, columns)
-        rows.add(f"{unit.name}@{line_start}" if row_id is None else str(row_id), text)
+        rows.add(f"{unit.name}@{line_start}" if row_id is None else safe_id(row_id), text)
     return rows
 
 
@@ -82,17 +110,41 @@ def _line_starts(data: bytes, start: int) -> list[int]:
 
 
 def _parquet_rows(storage: Storage, unit: Unit, columns: Columns) -> UnitRows:
-    wanted = [c for c in (columns.text, columns.id) if c is not None]
-    with storage.open_read(unit.uri) as handle:
-        table = pq.ParquetFile(handle).read_row_groups(list(unit.row_groups), columns=list(dict.fromkeys(wanted)))
+    table = _read_row_groups(storage, unit, [c for c in dict.fromkeys((columns.text, columns.id)) if c])
     if unit.row_range is not None:
         table = table.slice(unit.row_range[0], unit.row_range[1] - unit.row_range[0])
-    texts = table.column(columns.text).to_pylist()  # binary columns stay bytes: UTF-8 is checked per row
-    ids = table.column(columns.id).to_pylist() if columns.id else [None] * len(texts)
+    texts = _as_bytes(table.column(columns.text)).to_pylist()
+    ids = _as_bytes(table.column(columns.id)).to_pylist() if columns.id else [None] * len(texts)
     rows = UnitRows()
     for i, (text, row_id) in enumerate(zip(texts, ids)):
-        rows.add(f"{unit.name}:{unit.first_row + i}" if row_id is None else str(row_id), text)
+        rows.add(f"{unit.name}:{unit.first_row + i}" if row_id is None else safe_id(row_id), text)
     return rows
+
+
+def _read_row_groups(storage: Storage, unit: Unit, wanted: list[str]) -> pa.Table:
+    """The unit's row groups, one at a time, so that damage is named by row group (the footer
+    was readable when the job was planned; a page of data may still be corrupt or cut off)."""
+    with storage.open_read(unit.uri) as handle:
+        reader = pq.ParquetFile(handle)
+        groups = []
+        for group in unit.row_groups:
+            try:
+                groups.append(reader.read_row_group(group, columns=wanted))
+            except (OSError, pa.ArrowException, ValueError, EOFError) as err:  # pyarrow raises several kinds
+                raise InputError(unit.uri, f"row group {group} cannot be read ({reader_message(err)}): the file is damaged; "
+                                           "replace it and run the same command again") from None
+    return pa.concat_tables(groups)
+
+
+def _as_bytes(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Text columns as binary: Arrow does not check UTF-8 when it reads Parquet, so a string
+    column may hold invalid bytes, and converting it to Python at once would fail for the whole
+    unit; as bytes, each row is decoded (and refused) on its own."""
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return column.cast(pa.large_binary())
+    return column
 
 
 def _jsonl_fields(line: bytes, columns: Columns) -> tuple[Any, Any]:
@@ -102,8 +154,12 @@ def _jsonl_fields(line: bytes, columns: Columns) -> tuple[Any, Any]:
         return _Missing(f"invalid UTF-8 byte at column {err.start + 1}"), None
     except json.JSONDecodeError as err:
         return _Missing(f"invalid JSON ({err.msg})"), None
+    except ValueError:  # an integer over Python's digit limit (JSONDecodeError is caught above)
+        return _Missing("invalid JSON (a number too long)"), None
+    except RecursionError:
+        return _Missing("invalid JSON (nested too deeply)"), None
     if not isinstance(record, dict):
-        return _Missing("not a JSON object"), None
+        return _Missing(f"not a JSON object (a JSON {json_kind(record)})"), None
     text = record[columns.text] if columns.text in record else _Missing(f"no field '{columns.text}'")
     return text, record.get(columns.id) if columns.id else None
 
@@ -112,5 +168,5 @@ def _tsv_fields(line: bytes, columns: Columns) -> tuple[Any, Any]:
     fields = line.split(b"\t")
     text_field, id_field = columns.tsv_field(columns.text), columns.tsv_field(columns.id)
     text: Any = fields[text_field] if text_field < len(fields) else _Missing(f"no field {text_field}")
-    row_id = fields[id_field].decode("utf-8", errors="replace") if id_field is not None and id_field < len(fields) else None
+    row_id = fields[id_field] if id_field is not None and id_field < len(fields) else None
     return text, row_id

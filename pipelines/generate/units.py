@@ -78,6 +78,8 @@ def plan_units(storage: Storage, input_uri: str, columns: Columns, unit_mb: floa
     for entry, fmt in files:
         name = entry.uri[len(root):] if entry.uri.startswith(root) else basename(entry.uri)
         units += _file_units(storage, entry, name, fmt, columns, int(unit_mb * MB))
+    if not units:  # an empty file among others has no rows to answer; an input of only those is a mistake
+        raise InputError(input_uri, "is empty (no rows)" if single_file else "holds only empty files (no rows)")
     return units
 
 
@@ -87,6 +89,8 @@ def _file_units(storage: Storage, entry: FileEntry, name: str, fmt: str, columns
                                     "decompress it or use Parquet")
     if fmt == "parquet":
         return _parquet_units(storage, entry, name, columns, unit_bytes)
+    if entry.size == 0:
+        return []
     _check_line_columns(storage, entry, fmt, columns)
     return [_unit(entry, name, fmt, f"b{start}", offset=start, length=min(unit_bytes, entry.size - start),
                   weight=min(unit_bytes, entry.size - start))
@@ -97,9 +101,9 @@ def _parquet_units(storage: Storage, entry: FileEntry, name: str, columns: Colum
     with storage.open_read(entry.uri) as handle:
         try:
             meta = pq.ParquetFile(handle).metadata
-        except Exception as err:  # pyarrow raises several types for a bad footer
-            raise InputError(entry.uri, f"is not a readable Parquet file ({str(err).splitlines()[0]})") from None
-    names = meta.schema.to_arrow_schema().names
+            names = meta.schema.to_arrow_schema().names
+        except Exception as err:  # pyarrow raises several types for a bad footer or schema
+            raise InputError(entry.uri, f"is not a readable Parquet file ({reader_message(err)})") from None
     for column in (columns.text, columns.id):
         if column is not None and column not in names:
             raise InputError(entry.uri, f"has no column '{column}' (columns: {', '.join(names)})")
@@ -130,15 +134,20 @@ def _row_ranges(entry: FileEntry, name: str, group: int, first_row: int, rows: i
 
 def _check_line_columns(storage: Storage, entry: FileEntry, fmt: str, columns: Columns) -> None:
     """A column missing from the first line is missing from the input: one error, not N bad rows."""
-    head = storage.read_bytes(entry.uri, 0, min(entry.size, 1 * MB)).split(b"\n", 1)[0]
-    first = head.decode("utf-8", errors="replace").lstrip("\ufeff")
+    window = storage.read_bytes(entry.uri, 0, min(entry.size, 1 * MB))
+    if b"\n" not in window and entry.size > len(window):
+        return  # a first line longer than the window: its rows are checked one by one
+    first = window.split(b"\n", 1)[0].decode("utf-8", errors="replace").lstrip("\ufeff")
     if fmt == "jsonl":
         try:
             record = json.loads(first)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # ValueError: bad JSON, or an int over Python's digit limit
             raise InputError(entry.uri, "line 1 is not valid JSON") from None
+        if not isinstance(record, dict):
+            raise InputError(entry.uri, f"line 1 is a JSON {json_kind(record)}, not an object: "
+                                        "each JSONL row must be an object with the text field")
         for column in (columns.text, columns.id):
-            if column is not None and (not isinstance(record, dict) or column not in record):
+            if column is not None and column not in record:
                 raise InputError(entry.uri, f"has no field '{column}' (line 1)")
         return
     for column in (columns.text, columns.id):
@@ -148,6 +157,17 @@ def _check_line_columns(storage: Storage, entry: FileEntry, fmt: str, columns: C
             raise ConfigError([f"TSV fields are numbered from 0: column must be a number, but is '{column}'"]) from None
         if field is not None and field >= len(first.split("\t")):
             raise InputError(entry.uri, f"has no field {field} (line 1 has {len(first.split(chr(9)))})")
+
+
+def reader_message(err: BaseException) -> str:
+    """The first line of a reader's error, printable: it may quote bytes of the damaged data."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def json_kind(value: object) -> str:
+    """What a parsed JSON value is, in JSON's words (for messages)."""
+    return {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(type(value), "null")
 
 
 def _unit(entry: FileEntry, name: str, fmt: str, position: str, **fields) -> Unit:

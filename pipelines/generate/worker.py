@@ -19,8 +19,9 @@ import pyarrow.parquet as pq
 
 from pipelines.generate.rows import UnitRows, read_unit
 from pipelines.generate.units import Columns, Unit
-from pipelines.packages import open_text_layer
+from pipelines.packages import STAGING_PREFIX, open_text_layer
 from pipelines.storage import Storage, join
+from s2s_core.errors import LocationError, S2SError
 from s2s_core.generation import GenerationConfig, TextResult
 
 FLAGS = ("split", "truncated", "empty")
@@ -57,7 +58,14 @@ def marker_uri(output: str, unit_id: str) -> str:
 
 
 class UnitWorker:
-    """Actor body: one model in memory, one unit at a time."""
+    """Actor body: one model in memory, one unit at a time.
+
+    A user's problem found while loading (a damaged or incompatible package: an S2SError) does
+    not kill the actor: Ray would report only "the actor died in its creation task", whose text
+    has the error but not the error itself, and the CLI could not give it its exit code. The
+    actor keeps the error and raises it from every call instead, so it reaches the driver as a
+    task error that `ray_runtime.unwrap` turns back into the CheckpointError itself.
+    """
 
     def __init__(self, spec: JobSpec) -> None:
         import ray
@@ -66,17 +74,24 @@ class UnitWorker:
         torch.set_num_threads(max(1, spec.threads))
         self.spec = spec
         self.node_id = ray.get_runtime_context().get_node_id()
-        self.text = open_text_layer(spec.storage, spec.model, spec.task, spec.config, spec.device, spec.threads)
+        self.failed: S2SError | None = None
+        try:
+            self.text = open_text_layer(spec.storage, spec.model, spec.task, spec.config, spec.device, spec.threads)
+        except S2SError as err:
+            self.failed = _named_in_package(err, spec.model)
 
     def pid(self) -> int:
         return os.getpid()
 
     def ping(self) -> bool:
         """Answers once the actor is up (model loaded): the driver's sign that it may take work."""
+        if self.failed is not None:
+            raise self.failed
         return True
 
     def process(self, unit: Unit) -> dict:
         """Generate and commit one unit; returns its commit record plus this actor's peak memory."""
+        self.ping()
         start = time.monotonic()
         spec = self.spec
         rows = read_unit(spec.storage, unit, spec.columns)
@@ -88,6 +103,15 @@ class UnitWorker:
         spec.storage.write_json(marker_uri(spec.output, unit.id), record, indent=None)
         # Peak memory of this actor: model + one unit in flight, whatever the dataset's size.
         return {**record, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def _named_in_package(err: S2SError, model: str) -> S2SError:
+    """`err` naming the file by the package's own URI, not by the temporary copy that an s3://
+    package is loaded from (`pipelines.packages.staged_package`): the user knows only the former."""
+    if not isinstance(err, LocationError) or STAGING_PREFIX not in err.uri:
+        return err
+    inside = err.uri.split(STAGING_PREFIX, 1)[1].split("/", 1)  # [temporary name, path in the package]
+    return type(err)(join(model, inside[1]) if len(inside) > 1 else model, err.reason)
 
 
 def output_table(rows: UnitRows, results: dict[int, TextResult], model_id: str) -> pa.Table:
