@@ -27,6 +27,7 @@ demo: $(STAMP)
 	$(VENV)/bin/s2s demo --task $(TASK) $(if $(filter-out 0,$(QUICK)),--quick) $(if $(filter-out 0,$(CLEAN)),--clean)
 
 test: $(STAMP)
+	$(MAKE) lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
 # ruff on all Python code, mypy on the pure library (settings in pyproject.toml).

@@ -40,22 +40,32 @@ def _prepare_parser(sub: argparse._SubParsersAction) -> None:
                        description="Corpora (TSV, JSONL, Parquet, aligned text; local or s3://, plain or .gz) "
                                    "-> OUTPUT/{train,valid,test}/part-NNNNN.parquet, rejects/, tokenizer/, "
                                    "manifest.json")
-    p.add_argument("--input", action="append", required=True, metavar="URI",
+    p.add_argument("--input", action="append", default=[], metavar="URI",
                    help="file, directory/prefix, glob, or aligned pair prefix (corpus -> corpus.en + corpus.it); repeatable")
     p.add_argument("--valid", action="append", default=[], metavar="URI", help="held-out validation input instead of a hash split")
     p.add_argument("--test", action="append", default=[], metavar="URI", help="held-out test input instead of a hash split")
     p.add_argument("--output", required=True, metavar="URI", help="dataset location (local directory or s3://bucket/prefix)")
     p.add_argument("--config", metavar="FILE", help="YAML overlay of the prepare config")
     _overwrite_argument(p, "replace a different dataset (or foreign files) at --output")
+    p.add_argument("--tokenize-only", action="store_true",
+                   help="add token-id shards to the dataset at --output (prepared before they existed); no --input")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. tokenizer.vocab_size=16000")
     p.set_defaults(run=_run_prepare)
 
 
 def _run_prepare(args: argparse.Namespace, settings: settings_module.Settings) -> int:
-    from pipelines.prepare.flow import prepare_corpus
+    from pipelines.prepare.flow import prepare_corpus, tokenize_dataset
     from pipelines.prepare.plan import PrepareRequest, plan
     from pipelines.prepare.report import counts_table
     from pipelines.storage import Storage
+
+    if args.tokenize_only:
+        if args.input or args.valid or args.test or args.overrides or args.config:
+            raise ConfigError(["`--tokenize-only` takes only --output (the dataset): it uses the dataset's tokenizer"])
+        manifest = tokenize_dataset(data=args.output, ray_address=settings.ray_address)
+        shards = sum(len(entries) for entries in manifest["token_ids"]["shards"].values())
+        print(f"{args.output}: {shards} token-id shards added (tokenizer {manifest['token_ids']['tokenizer']})")
+        return 0
 
     request = PrepareRequest(inputs=args.input, output=args.output, valid_inputs=args.valid, test_inputs=args.test,
                              config_file=args.config, overrides=args.overrides, overwrite=args.overwrite,
@@ -224,9 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     _generate_parser(sub, "summarize", "summarize")
     _evaluate_parser(sub)
     _demo_parser(sub)
-    from pipelines import package_tools
+    from pipelines import import_tool, package_tools
     from pipelines.orchestrate import commands
     package_tools.add_parsers(sub)
+    import_tool.add_parsers(sub)
     commands.add_parsers(sub)
     for command in sub.choices.values():  # the global options also work after the command
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)

@@ -19,6 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.storage import NotFound, Storage, join
+from s2s_core.errors import InputError
+from s2s_core.files import short_reason
 
 MANIFEST = "manifest.json"
 SPLITS = ("train", "valid", "test")
@@ -30,12 +32,28 @@ def read_manifest(storage: Storage, data: str) -> dict:
     """The manifest of a prepared dataset.
 
     Raises:
-        NotFound: naming the data URI when it has no manifest.
+        InputError: naming the data URI when it has no manifest (a bucket that does not exist
+            is named as such), or the manifest when it is not a JSON object.
     """
     try:
-        return storage.read_json(join(data, MANIFEST))
-    except NotFound:
-        raise NotFound(data, f"no {MANIFEST}: not a prepared dataset (run `s2s prepare` first)") from None
+        manifest = storage.read_json(join(data, MANIFEST))
+    except NotFound as missing:  # the input is wrong, not the storage: exit 3
+        reason = missing.cause if "bucket" in missing.cause else f"no {MANIFEST}: not a prepared dataset"
+        raise InputError(data, f"{reason} (run `s2s prepare` first)") from None
+    if not _is_manifest(manifest):
+        raise InputError(join(data, MANIFEST), "is not a dataset manifest (a JSON object whose `shards` and "
+                                               "`tokenizer.files` list files by `path`)")
+    return manifest
+
+
+def _is_manifest(manifest: object) -> bool:
+    """Whether the parts every reader indexes have their shape (a hand-edited or foreign file)."""
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), dict):
+        return False
+    tokenizer = manifest.get("tokenizer") or {}
+    lists = [*manifest["shards"].values(), tokenizer.get("files", []) if isinstance(tokenizer, dict) else None]
+    return all(isinstance(files, list) and all(isinstance(f, dict) and isinstance(f.get("path"), str) for f in files)
+               for files in lists)
 
 
 def write_manifest(storage: Storage, output: str, manifest: dict) -> None:
@@ -56,9 +74,12 @@ def read_split(storage: Storage, data: str, manifest: dict, split: str, columns:
     rows = 0
     for uri in shard_uris(data, manifest, split):
         with storage.open_read(uri) as handle:
-            shard = pq.ParquetFile(handle)
-            present = [c for c in columns if c in shard.schema_arrow.names]
-            tables.append(shard.read(columns=present))
+            try:
+                shard = pq.ParquetFile(handle)
+                present = [c for c in columns if c in shard.schema_arrow.names]
+                tables.append(shard.read(columns=present))
+            except pa.ArrowInvalid as err:  # a damaged shard (storage failures are not ArrowInvalid)
+                raise InputError(uri, f"is not a readable Parquet shard ({short_reason(err)})") from None
         rows += tables[-1].num_rows
         if limit is not None and rows >= limit:
             break

@@ -11,12 +11,17 @@ import contextlib
 import re
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pipelines.packages import package_id, staged_package
-from pipelines.settings import Settings
+from pipelines.outputs import check_apart
+from pipelines.packages import LIMIT_HINT, check_model_config, staged_package
+from pipelines.settings import Settings, max_model_bytes
 from pipelines.storage import NotFound, Storage, absolute, basename, is_s3, join
-from s2s_core.errors import CheckpointError, ConfigError
+from s2s_core.errors import CheckpointError, ConfigError, OutputError
 from s2s_core.export.ct2 import EXPORT_DIR, QUANTIZATIONS
+
+if TYPE_CHECKING:  # averaging (and the models it builds) is imported where a command uses it
+    from s2s_core.export.averaging import WeightsSource
 
 CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)$")
 
@@ -51,13 +56,16 @@ def _run_export(args: argparse.Namespace, settings: Settings) -> int:
     import_ctranslate2()  # the missing extra is the likeliest problem: say so before any download
     storage = Storage(settings.s3)
     model = absolute(args.model)
-    package_id(storage, model)
+    max_bytes = max_model_bytes(settings)
+    check_model_config(storage, model, max_bytes)
     output = absolute(args.output) if args.output else join(model, EXPORT_DIR)
+    # Inside the package is where exports belong (the default); replacing the package is not.
     if (model.rstrip("/") + "/").startswith(output.rstrip("/") + "/"):  # the export replaces its directory
         raise ConfigError([f"`--output` {output} would replace the package itself: give a new directory "
                            f"(default: {join(model, EXPORT_DIR)})"])
+    _check_not_a_file(storage, output)
     with staged_package(storage, model) as local:
-        package = load_package(local)
+        package = load_package(local, max_bytes=max_bytes)
     with tempfile.TemporaryDirectory(prefix="s2s-export-") as tmp:
         target = Path(tmp) / "export" if is_s3(output) else Path(output)
         export_ctranslate2(package, target, args.quantization)
@@ -69,7 +77,7 @@ def _run_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run_average(args: argparse.Namespace, settings: Settings) -> int:
-    from s2s_core.export.averaging import average_checkpoints, read_source
+    from s2s_core.export.averaging import average_checkpoints
 
     storage = Storage(settings.s3)
     if args.training_run is not None:
@@ -79,8 +87,11 @@ def _run_average(args: argparse.Namespace, settings: Settings) -> int:
     else:
         names = [absolute(uri) for uri in args.checkpoints]
     output = absolute(args.output)
+    check_apart(names, output)  # the package would be written over a checkpoint it reads
+    _check_not_a_file(storage, output)
+    max_bytes = max_model_bytes(settings)
     with contextlib.ExitStack() as staged, tempfile.TemporaryDirectory(prefix="s2s-average-") as tmp:
-        sources = [read_source(staged.enter_context(_staged_copy(storage, name)), name) for name in names]
+        sources = [_source(staged.enter_context(_staged_copy(storage, name)), name, max_bytes) for name in names]
         target = Path(tmp) / "package" if is_s3(output) else Path(output)
         metadata = average_checkpoints(sources, target)
         if is_s3(output):
@@ -114,6 +125,36 @@ def last_checkpoints(storage: Storage, run: str, count: int) -> list[str]:
         raise ConfigError([f"{run} kept {len(steps)} checkpoints (steps {', '.join(map(str, sorted(steps))) or 'none'}), "
                            f"fewer than --last {count}: train with checkpoint.keep_last={count} or more"])
     return [steps[step] for step in sorted(steps)[-count:]]
+
+
+def _check_not_a_file(storage: Storage, output: str) -> None:
+    """Both tools write a directory: refuse a file in its place before any work.
+
+    Raises:
+        OutputError: `output` is a file.
+    """
+    try:
+        storage.info(output)
+    except NotFound:
+        return
+    raise OutputError(output, "is a file: give a directory")
+
+
+def _source(local: Path, name: str, max_bytes: int | None) -> WeightsSource:
+    """A checked averaging source: its model config valid and small enough to build.
+
+    Raises:
+        CheckpointError: naming the source's config.json and what is wrong with it.
+    """
+    from s2s_core.export.averaging import read_source
+    from s2s_core.package import check_model_config as check_config  # of a local copy, not by URI
+
+    try:
+        source = read_source(local, name)
+    except KeyError as missing:  # a checkpoint's config.json without its `model` section
+        raise CheckpointError(join(name, "config.json"), f"has no {missing} section: not a run config") from None
+    check_config(source.model_config, join(name, "config.json"), max_bytes, LIMIT_HINT)
+    return source
 
 
 def _staged_copy(storage: Storage, uri: str) -> contextlib.AbstractContextManager[Path]:

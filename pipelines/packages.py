@@ -15,8 +15,9 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from pipelines import settings
 from pipelines.storage import NotFound, Storage, is_s3, join
-from s2s_core.errors import CheckpointError
+from s2s_core.errors import CheckpointError, InputError
 
 if TYPE_CHECKING:  # torch comes with them: the CLI's fail-fast checks do without
     from s2s_core.generation import GenerationConfig, TextGenerator
@@ -72,19 +73,48 @@ def staged_package(storage: Storage, model: str) -> Iterator[Path]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def check_model_config(storage: Storage, model: str, max_bytes: int | None) -> None:
+    """Refuse a package whose config.json is not a valid model config, or describes a model
+    whose weights would exceed `max_bytes` (None: s2s_core's default), before it is downloaded
+    or built.
+
+    Raises:
+        CheckpointError: not a package, or naming config.json and what is wrong with it.
+    """
+    from s2s_core.package import check_model_config as check
+
+    package_id(storage, model)  # one clear line for a URI that is not a package
+    uri = join(model, "config.json")
+    try:
+        data = storage.read_json(uri)
+    except NotFound:
+        raise CheckpointError(uri, "missing from the model package") from None
+    except InputError as err:  # not JSON: a damaged package, whose exit code and words are a checkpoint's
+        raise CheckpointError(err.uri, err.reason) from None
+    check(data, uri, max_bytes, LIMIT_HINT)
+
+
+LIMIT_HINT = " (S2S_MAX_MODEL_GB sets the limit)"
+"""Ends a refusal of a package too large to load: the setting that moves the limit."""
+
+
 def open_text_layer(storage: Storage, model: str, task: str, config: GenerationConfig, device: str = "cpu",
-                    threads: int | None = None) -> TextGenerator:
-    """Load the package `model` and return the task's text layer on `device`.
+                    threads: int | None = None, max_model_bytes: int | None = None) -> TextGenerator:
+    """Load the package `model` and return the task's text layer on `device`; a model larger
+    than `max_model_bytes` (None: this process's settings, S2S_MAX_MODEL_GB) is refused first.
 
     Everything the text layer needs (weights, tokenizers, a CTranslate2 export) is in memory
     once it is built, so the staged copy is gone when this returns.
 
     Raises:
         CheckpointError: not a package, or a damaged one (naming the file).
+        ConfigError: S2S_MAX_MODEL_GB is not a number.
     """
     from s2s_core.generation import TEXT_LAYERS
     from s2s_core.package import load_package
 
-    package_id(storage, model)  # one clear line for a URI that is not a package
+    if max_model_bytes is None:
+        max_model_bytes = settings.max_model_bytes(settings.load_settings())
+    check_model_config(storage, model, max_model_bytes)
     with staged_package(storage, model) as local:
-        return TEXT_LAYERS[task](load_package(local, device), config, threads=threads)
+        return TEXT_LAYERS[task](load_package(local, device, max_model_bytes), config, threads=threads)

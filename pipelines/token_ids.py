@@ -99,6 +99,23 @@ def token_ids_entry(manifest: dict, shards: dict[str, list[dict]], vocab: tuple[
             "vocab_size": {"source": vocab[0], "target": vocab[1]}, "shards": shards}
 
 
+def check_token_ids(data: str, manifest: dict, loader: str) -> None:
+    """A dataset that training will stream must have id shards made with its own tokenizer.
+
+    Raises:
+        InputError: no id shards, or id shards of another tokenizer (naming the command that fixes it).
+    """
+    if loader != "stream":
+        return
+    section = manifest.get("token_ids")
+    fix = f"run `s2s prepare --tokenize-only --output {data}`"
+    if not section:
+        raise InputError(data, f"has no token-id shards (prepared before they existed): {fix}, "
+                               "or train with batching.loader=memory")
+    if section.get("tokenizer") != dataset_tokenizer_digest(manifest):
+        raise InputError(data, f"its token-id shards were made with another tokenizer than the dataset's: {fix}")
+
+
 def text_shards(manifest: dict, split: str) -> list[str]:
     """The paths of a split's text shards, in order."""
     return [f["path"] for f in manifest["shards"].get(split, [])]

@@ -8,6 +8,7 @@ nested config dataclasses. Each class may define `problems() -> list[str]` for v
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -100,7 +101,7 @@ def build(cls: type[C], data: dict[str, Any]) -> C:
     config = _build(cls, data, "", problems)
     _check(config, "", problems)
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(_without_repeats(problems))
     return config
 
 
@@ -183,14 +184,43 @@ def _coerce(hint: Any, raw: Any, where: str, problems: list[str]) -> Any:
 
 
 def _coerce_scalar(hint: Any, raw: Any, where: str, problems: list[str]) -> Any:
-    if hint is float and isinstance(raw, int) and not isinstance(raw, bool):
-        return float(raw)
-    if hint is float and isinstance(raw, str) and _FLOAT_LITERAL.fullmatch(raw.strip()):
-        return float(raw)  # YAML 1.1 reads `1e-3` (no dot) as a string; everyone writes it so
+    if hint is float:
+        return _coerce_float(raw, where, problems)
     if hint is Any or (isinstance(raw, hint) and not (hint is int and isinstance(raw, bool))):
         return raw
     problems.append(f"`{where}` must be {hint.__name__}, but is {raw!r}")
     return raw
+
+
+def _coerce_float(raw: Any, where: str, problems: list[str]) -> Any:
+    """A float field's value, which must be a finite number: YAML reads `.inf` and `.nan` as
+    floats, and no option means anything with them (a length limit of inf decodes nothing)."""
+    value = raw
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        value = float(raw) if abs(raw) < 2**1023 else math.inf  # float() of a huge int overflows
+    elif isinstance(raw, str) and _FLOAT_LITERAL.fullmatch(raw.strip()):
+        value = float(raw)  # YAML 1.1 reads `1e-3` (no dot) as a string; everyone writes it so
+    if not isinstance(value, float):
+        problems.append(f"`{where}` must be float, but is {raw!r}")
+        return raw
+    if not math.isfinite(value):
+        problems.append(f"`{where}` {NOT_FINITE}, but is {raw}")
+    return value
+
+
+NOT_FINITE = "must be a finite number"
+
+
+def _without_repeats(problems: list[str]) -> list[str]:
+    """`problems` less the generic not-finite ones of fields that a section's own check also
+    reports (its range, e.g. 'must be in [0, 1), but is nan', says more)."""
+    named = [_field_of(p) for p in problems if NOT_FINITE not in p]
+    return [p for p in problems if NOT_FINITE not in p or _field_of(p) not in named]
+
+
+def _field_of(problem: str) -> str:
+    """The field path a problem starts with (`a.b`), or '' when it names none."""
+    return problem.split("`", 2)[1] if problem.startswith("`") and problem.count("`") >= 2 else ""
 
 
 def _check(config: Any, where: str, problems: list[str]) -> None:
@@ -212,6 +242,12 @@ def at_least(owner: Any, minimum: float, *names: str) -> list[str]:
     """Problems for the fields `names` of `owner` that are below `minimum` (for `problems()` methods)."""
     return [f"`{name}` must be >= {minimum}, but is {getattr(owner, name)}"
             for name in names if getattr(owner, name) < minimum]
+
+
+def at_most(owner: Any, maximum: float, *names: str) -> list[str]:
+    """Problems for the fields `names` of `owner` that are above `maximum` (for `problems()` methods)."""
+    return [f"`{name}` must be <= {maximum}, but is {getattr(owner, name)}"
+            for name in names if getattr(owner, name) > maximum]
 
 
 def probabilities(owner: Any, *names: str) -> list[str]:

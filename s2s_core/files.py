@@ -43,6 +43,9 @@ def verify_files(directory: Path, index: FileIndex, what: str, index_name: str) 
         CheckpointError: naming the first file that is missing, truncated or altered; `what` is
             'checkpoint' or 'model package', `index_name` the file that holds the index.
     """
+    if not isinstance(index, dict) or not all(_is_entry(entry) for entry in index.values()):
+        raise CheckpointError(str(directory / index_name), f"is not a file index of a {what} "
+                                                           "({path: {bytes, sha256}}): the index itself is damaged")
     for rel, expected in index.items():
         path = directory / rel
         if not path.is_file():
@@ -53,6 +56,11 @@ def verify_files(directory: Path, index: FileIndex, what: str, index_name: str) 
                                              f"(per {index_name})")
         if sha256_of(path) != expected["sha256"]:
             raise CheckpointError(str(path), f"corrupted: its SHA-256 does not match {index_name}")
+
+
+def _is_entry(entry: object) -> bool:
+    return (isinstance(entry, dict) and isinstance(entry.get("bytes"), int)
+            and isinstance(entry.get("sha256"), str))
 
 
 def read_json_file(path: Path, if_missing: str = "missing") -> dict:

@@ -10,12 +10,17 @@ import hashlib
 import io
 from dataclasses import dataclass, field
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.datasets import read_manifest, read_split
-from pipelines.packages import package_id
-from pipelines.storage import NotFound, Storage, absolute
+from pipelines import settings
+from pipelines.datasets import MANIFEST, read_manifest, read_split
+from pipelines.outputs import check_apart
+from pipelines.packages import check_model_config, package_id
+from pipelines.storage import NotFound, Storage, absolute, join
+from s2s_core.data.readers import split_lines
 from s2s_core.errors import ConfigError, InputError, OutputError
+from s2s_core.files import short_reason
 from s2s_core.generation.config import GenerationConfig, resolve_generation
 from s2s_core.metrics import DEFAULT_METRICS, METRICS
 
@@ -51,15 +56,19 @@ class EvalRequest:
     overrides: list[str] = field(default_factory=list)
     """`key=value` decoding options."""
     bootstrap: int = 0
-    """Resamples for 95% confidence intervals; 0: none."""
+    """Resamples for 95% confidence intervals, at most MAX_RESAMPLES; 0: none."""
     resamples: int = 1000
-    """Paired bootstrap resamples (with `baseline`)."""
+    """Paired bootstrap resamples (with `baseline`), 1 to MAX_RESAMPLES."""
 
     def problems(self) -> list[str]:
-        out = [] if self.bootstrap >= 0 else [f"`--bootstrap` must be >= 0, but is {self.bootstrap}"]
-        if self.baseline and self.resamples < 1:
-            out.append(f"`--resamples` must be >= 1, but is {self.resamples}")
-        return out
+        # The resamples are held as one (resamples, sentences) index array: bound them.
+        return [f"`--{name}` must be in [{low}, {MAX_RESAMPLES}], but is {value}"
+                for name, value, low in (("bootstrap", self.bootstrap, 0), ("resamples", self.resamples, 1))
+                if not low <= value <= MAX_RESAMPLES]
+
+
+MAX_RESAMPLES = 10_000
+"""Most bootstrap resamples (1,000 is the usual number; each costs a pass over the scores)."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,10 @@ def plan(storage: Storage, request: EvalRequest) -> EvalPlan:
     config = resolve_generation(request.config_file, request.overrides, request.task)
     model, test, output = absolute(request.model), absolute(request.test), absolute(request.output)
     baseline = absolute(request.baseline) if request.baseline else None
+    check_apart([test], output)
+    max_bytes = settings.max_model_bytes(settings.load_settings())
+    for package in (model, baseline) if baseline else (model,):
+        check_model_config(storage, package, max_bytes)  # a damaged or huge config fails here, not mid-flow
     model_id = package_id(storage, model)
     baseline_id = package_id(storage, baseline) if baseline else None
     check_report_location(storage, output)
@@ -123,22 +136,40 @@ def read_test_set(storage: Storage, uri: str) -> TestSet:
     elif uri.endswith(".parquet"):
         rows = _parquet(storage, uri)
     else:
-        try:
-            manifest = read_manifest(storage, uri)
-        except NotFound:
-            raise InputError(uri, "is not a test set: give a prepared dataset, a .tsv or a .parquet file") from None
+        if not storage.exists(join(uri, MANIFEST)):
+            raise InputError(uri, "is not a test set: give a prepared dataset, a .tsv or a .parquet file")
+        manifest = read_manifest(storage, uri)
         table = read_split(storage, uri, manifest, "test", ["source", "target", "origin"])
         rows = list(zip(*(table.column(c).to_pylist() for c in table.column_names)))
+        uri = f"{uri} (test split)"
     if not rows:
         raise InputError(uri, "the test set is empty")
+    check_texts(uri, rows)
     sources, references = [r[0] for r in rows], [r[1] for r in rows]
     origins = [r[2] for r in rows] if all(len(r) > 2 and r[2] for r in rows) else None
     digest = hashlib.sha256("\n".join(f"{s}\t{t}" for s, t in zip(sources, references)).encode()).hexdigest()
     return TestSet(sources, references, origins, digest[:16])
 
 
+def check_texts(uri: str, rows: list[tuple]) -> None:
+    """Every source and reference must be text (a Parquet null or number is not).
+
+    Raises:
+        InputError: naming the first row (1-based) and column that is not.
+    """
+    for number, row in enumerate(rows, start=1):
+        for column, value in zip(("source", "target"), row):
+            if not isinstance(value, str):
+                what = "null" if value is None else f"{type(value).__name__}, not text"
+                raise InputError(uri, f"row {number}: `{column}` is {what} (every row needs a source and a target)")
+
+
 def _parquet(storage: Storage, uri: str) -> list[tuple]:
-    table = pq.read_table(io.BytesIO(storage.read_bytes(uri)))
+    try:
+        table = pq.read_table(io.BytesIO(storage.read_bytes(uri)))
+    except pa.ArrowInvalid as err:  # not Parquet, or truncated
+        reason = short_reason(err).replace("Could not open Parquet input source '<Buffer>': ", "")
+        raise InputError(uri, f"is not a readable Parquet file ({reason})") from None
     missing = [c for c in ("source", "target") if c not in table.column_names]
     if missing:
         raise InputError(uri, f"has no column {missing[0]!r} (a test set needs source and target)")
@@ -148,7 +179,13 @@ def _parquet(storage: Storage, uri: str) -> list[tuple]:
 
 def _tsv_rows(storage: Storage, uri: str) -> list[tuple]:
     rows = []
-    for number, line in enumerate(storage.read_bytes(uri).decode("utf-8").splitlines(), start=1):
+    # Lines end at \n only: str.splitlines would also cut at U+2028, \x1c-\x1e, \x85, \v and \f inside a field.
+    for number, raw in enumerate(split_lines(storage.read_bytes(uri), at_file_start=True), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise InputError(uri, f"line {number} is not UTF-8 text (byte {err.start + 1} of the line: "
+                                  f"{raw[err.start:err.start + 1]!r})") from None
         fields = line.split("\t")
         if len(fields) < 2:
             raise InputError(uri, f"line {number} has {len(fields)} field (source TAB reference expected)")

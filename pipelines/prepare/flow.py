@@ -14,14 +14,16 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from pipelines import ray_runtime
-from pipelines.datasets import write_manifest
+from pipelines.datasets import read_manifest, write_manifest
 from pipelines.prepare import job
+from pipelines.prepare.ids_job import run_tokenize_job
 from pipelines.prepare.plan import Plan, PreparePlan, PrepareRequest, plan
 from pipelines.prepare.report import counts_markdown
 from pipelines.retry import io_task_options
 from pipelines.settings import Settings, run_settings
 from pipelines.storage import Storage, basename
 from s2s_core.data.config import PrepareConfig
+from s2s_core.errors import InputError
 
 
 @task
@@ -42,6 +44,11 @@ def tokenizer_job(storage: Storage, output: str, train_paths: list[str], config:
 @task
 def reuse_tokenizer(storage: Storage, output: str, source: str) -> dict:
     return job.copy_tokenizer(storage, output, source)
+
+
+@task
+def token_id_job(storage: Storage, output: str, manifest: dict) -> dict:
+    return run_tokenize_job(storage, output, manifest, sys.stderr)
 
 
 def _run_name() -> str:
@@ -83,7 +90,29 @@ def run_prepare(settings: Settings, storage: Storage, planned: PreparePlan, over
     elif config.tokenizer.enabled:
         train_paths = [f["path"] for f in manifest["shards"]["train"]]
         manifest["tokenizer"] = tokenizer_job.with_options(**io)(storage, output, train_paths, config)
+    if manifest["tokenizer"]:  # training reads token ids: tokenize once, here
+        manifest["token_ids"] = token_id_job.with_options(**io)(storage, output, manifest)
     write_manifest(storage, output, manifest)
     create_markdown_artifact(counts_markdown(manifest, output), key="prepare-counts",
                              description=f"prepare_corpus -> {output}")
+    return manifest
+
+
+@flow(name="tokenize_dataset", flow_run_name="tokenize-{data}")
+def tokenize_dataset(data: str, ray_address: str | None = None) -> dict:
+    """Add token-id shards to a dataset prepared before they existed (`s2s prepare
+    --tokenize-only`); returns the updated manifest.
+
+    Raises:
+        InputError: `data` is not a prepared dataset, or has no tokenizer.
+    """
+    settings = run_settings(ray_address)
+    storage = Storage(settings.s3)
+    manifest = read_manifest(storage, data)
+    if not (manifest.get("tokenizer") or {}).get("files"):
+        raise InputError(data, "the dataset has no tokenizer to make token ids with (prepare it with "
+                               "tokenizer.enabled=true)")
+    ray_runtime.ensure_ray(settings)
+    manifest["token_ids"] = token_id_job.with_options(**io_task_options(settings))(storage, data, manifest)
+    write_manifest(storage, data, manifest)
     return manifest

@@ -13,6 +13,7 @@ from typing import Literal
 
 import pyarrow.parquet as pq
 
+from pipelines.outputs import check_apart
 from pipelines.storage import FileEntry, NotFound, Storage, basename
 from s2s_core.config import resolve
 from s2s_core.data.config import PrepareConfig
@@ -103,6 +104,7 @@ def plan(storage: Storage, request: PrepareRequest) -> PreparePlan:
         ConfigError, InputError: naming the value or input at fault.
     """
     config = resolve(PrepareConfig, request.config_file, request.overrides)
+    check_apart([*request.inputs, *request.valid_inputs, *request.test_inputs], request.output)
     roles: list[tuple[str, Role]] = [(u, "auto") for u in request.inputs]
     roles += [(u, "valid") for u in request.valid_inputs] + [(u, "test") for u in request.test_inputs]
     return PreparePlan(request.output, config, plan_inputs(storage, roles, config))
@@ -116,6 +118,7 @@ def plan_inputs(storage: Storage, inputs: list[tuple[str, Role]], config: Prepar
     specs.sort(key=lambda s: ROLE_PRIORITY[s.role])  # stable: keeps the order given within a role
     for spec in specs:
         _check_input(storage, spec, config)
+    _check_counts(specs, config)
     chunks = []
     for input_index, spec in enumerate(specs):
         for chunk in _chunks(storage, spec, config):
@@ -174,6 +177,34 @@ def _check_input(storage: Storage, spec: InputSpec, config: PrepareConfig) -> No
             except Exception as err:  # pyarrow raises several types for a bad footer
                 raise InputError(spec.files[0].uri, f"is not a readable Parquet file ({err})") from None
         check_parquet_schema(schema, config.reader, spec.files[0].uri)
+
+
+MAX_PIECES = 100_000
+"""Most chunks, and most shards: each chunk's task returns one object per shard, so both
+multiply into Ray objects (the same bound as `shards.num_shards`)."""
+
+
+def _check_counts(specs: list[InputSpec], config: PrepareConfig) -> None:
+    """Refuse sizes that would cut the inputs into more chunks or shards than Ray can track,
+    before any is made (a `chunk_mb` of 1e-9 is a task per byte).
+
+    Raises:
+        ConfigError: naming the option, the count it gives and the bound.
+    """
+    shards = config.shards
+    chunk_bytes = max(1, int(shards.chunk_mb * MB))
+    line_bytes = sum(s.size for s in specs if s.format not in ("parquet", "text") and not s.gzip)
+    problems = []
+    if math.ceil(line_bytes / chunk_bytes) > MAX_PIECES:
+        problems.append(f"`shards.chunk_mb` {shards.chunk_mb:g} cuts {line_bytes / MB:.3g} MB of input into "
+                        f"{math.ceil(line_bytes / chunk_bytes):,} chunks, more than {MAX_PIECES:,}: raise it")
+    total_mb = sum(s.size for s in specs) / MB
+    if shards.num_shards is None and math.ceil(total_mb / shards.input_mb_per_shard) > MAX_PIECES:
+        problems.append(f"`shards.input_mb_per_shard` {shards.input_mb_per_shard:g} gives "
+                        f"{math.ceil(total_mb / shards.input_mb_per_shard):,} shards for {total_mb:.3g} MB of "
+                        f"input, more than {MAX_PIECES:,}: raise it or set `shards.num_shards`")
+    if problems:
+        raise ConfigError(problems)
 
 
 def _chunks(storage: Storage, spec: InputSpec, config: PrepareConfig) -> list[Chunk]:

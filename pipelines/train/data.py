@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pipelines.datasets import read_pairs
 from pipelines.storage import Storage
+from pipelines.token_ids import StorageShards
 from s2s_core.tokenizer import Tokenizer
 from s2s_core.training.batching import TokenizedPairs
 from s2s_core.training.validation import ValidationSet
@@ -34,4 +35,19 @@ def load_valid(storage: Storage, data: str, manifest: dict, src_tok: Tokenizer, 
     sources, targets = read_pairs(storage, data, manifest, "valid", limit)
     if not sources:
         return None
+    if manifest.get("token_ids"):  # tokenized once by prepare: read the ids
+        return ValidationSet(read_ids(StorageShards(storage, data, manifest, "valid"), limit), targets)
     return ValidationSet(tokenize(sources, targets, src_tok, tgt_tok), targets)
+
+
+def read_ids(shards: StorageShards, limit: int) -> TokenizedPairs:
+    """The first `limit` pairs of a split's id shards, in id order (as its text shards)."""
+    parts, rows = [], 0
+    for shard in range(shards.shard_count()):
+        if rows >= limit:
+            break
+        part = shards.pairs(shard)
+        parts.append(part if rows + len(part) <= limit else TokenizedPairs.from_lists(
+            [part.source(i) for i in range(limit - rows)], [part.target(i) for i in range(limit - rows)]))
+        rows += len(parts[-1])
+    return TokenizedPairs.concat(parts)

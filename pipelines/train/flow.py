@@ -68,7 +68,7 @@ def publish_artifacts(storage: Storage, output: str) -> None:
                              description=f"train_model -> {output}")
     valid_uri = join(output, "metrics", "valid.jsonl")
     if storage.exists(valid_uri):  # the validation curve, one row per validation
-        rows = [json.loads(line) for line in storage.read_bytes(valid_uri).decode().splitlines() if line]
+        rows = [json.loads(line) for line in storage.read_bytes(valid_uri).decode().split("\n") if line]
         create_table_artifact(rows, key="train-validation",
                               description=f"validation scores by step; curves: {join(output, 'metrics', 'curves.png')}")
     curves_uri = join(output, "metrics", "curves.png")

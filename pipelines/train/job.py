@@ -22,6 +22,7 @@ from ray.util.queue import Empty, Queue
 from pipelines import ray_runtime
 from pipelines.train.plan import RUN_NAME
 from pipelines.train.worker import TrainJob, train_loop
+from s2s_core.errors import S2SError
 
 
 def launch(job: TrainJob, workers: int, gpus_per_worker: float, max_failures: int, stream: TextIO = sys.stderr):
@@ -50,8 +51,19 @@ def launch(job: TrainJob, workers: int, gpus_per_worker: float, max_failures: in
     _drain(progress, reporter, timeout=0)
     ray.kill(progress.actor)
     if "error" in outcome:
-        raise ray_runtime.unwrap(outcome["error"]) from None
+        raise reported(outcome["error"]) from None
     return outcome["result"]
+
+
+def reported(error: BaseException) -> BaseException:
+    """What to raise for a failed run: our own error from inside the workers; else the first
+    worker's error itself, whose type and first line say what went wrong (Ray's own message is
+    'Training failed due to worker errors:' and a traceback)."""
+    found = ray_runtime.unwrap(error)
+    failures = list(getattr(found, "worker_failures", {}).values())
+    if isinstance(found, S2SError) or not failures or not isinstance(failures[0], BaseException):
+        return found
+    return failures[0]
 
 
 def _fit_into(trainer, outcome: dict) -> None:

@@ -11,14 +11,16 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from pipelines import outputs
+from pipelines import outputs, settings
 from pipelines.datasets import read_manifest, staged_tokenizer
 from pipelines.outputs import OutputKind
 from pipelines.packages import package_metadata
 from pipelines.storage import Storage, absolute, join
+from pipelines.token_ids import check_token_ids
 from s2s_core.config import layers, to_dict
 from s2s_core.errors import ConfigError, InputError
 from s2s_core.models.config import ModelConfig
+from s2s_core.models.size import DEFAULT_MAX_MODEL_GB, GB, size_problem
 from s2s_core.tokenizer import Tokenizer
 from s2s_core.training import config as train_config
 from s2s_core.training.config import TrainConfig
@@ -85,8 +87,11 @@ def plan(storage: Storage, request: TrainRequest) -> TrainPlan:
         raise ConfigError(request.problems())
     data, output = absolute(request.data), absolute(request.output)
     train, model = resolve_config(request.config_file, request.overrides)
+    outputs.check_apart([data], output)
     manifest = read_manifest(storage, data)
     model = fit_vocabulary(model, storage, data, manifest)
+    check_token_ids(data, manifest, train.batching.loader)
+    check_model_size(model, settings.max_model_bytes(settings.load_settings()))
     check_init_from(storage, train, manifest)
     run_config = run_config_of(train, model, data, manifest)
     check_output(storage, output, run_config, request.overwrite)
@@ -113,6 +118,19 @@ def fit_vocabulary(model: ModelConfig, storage: Storage, data: str, manifest: di
     if wrong:
         raise ConfigError(wrong)
     return replace(model, **sizes)
+
+
+def check_model_size(model: ModelConfig, max_bytes: int | None) -> None:
+    """Refuse a model whose weights, gradients and optimiser state would exceed `max_bytes`
+    (None: s2s_core's default): it would fail on the workers, after Ray started, with no reason.
+
+    Raises:
+        ConfigError: with the estimate and the limit.
+    """
+    limit = int(DEFAULT_MAX_MODEL_GB * GB) if max_bytes is None else max_bytes
+    too_large = size_problem(model, limit, training=True)
+    if too_large:
+        raise ConfigError([f"model: {too_large} (S2S_MAX_MODEL_GB sets the limit)"])
 
 
 def check_init_from(storage: Storage, train: TrainConfig, manifest: dict) -> None:

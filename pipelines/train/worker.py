@@ -21,14 +21,17 @@ import torch
 from pipelines.datasets import download_tokenizer
 from pipelines.packages import staged_package
 from pipelines.storage import Storage, join
+from pipelines.token_ids import StorageShards
 from pipelines.train import data as train_data
 from pipelines.train.plan import RUN_NAME
 from s2s_core.errors import CheckpointError
 from s2s_core.files import load_weights
 from s2s_core.package import save_package
 from s2s_core.tokenizer import Tokenizer
+from s2s_core.training.batching import TokenizedPairs
 from s2s_core.training.config import TrainConfig
-from s2s_core.training.setup import build_trainer
+from s2s_core.training.setup import build_trainer, sharded_stream
+from s2s_core.training.streaming import ShardedStream
 from s2s_core.training.trainer import Callbacks, Trainer, fit
 
 
@@ -80,9 +83,13 @@ def train_loop(loop_config: dict) -> None:
 
 def _build_trainer(job: TrainJob, src_tok: Tokenizer, tgt_tok: Tokenizer, device: torch.device,
                    rank: int, world: int) -> Trainer:
-    pairs = train_data.load_train(job.storage, job.data, job.manifest, src_tok, tgt_tok)
+    if job.train.batching.loader == "stream":  # token-id shards, a window at a time
+        data: TokenizedPairs | ShardedStream = sharded_stream(
+            StorageShards(job.storage, job.data, job.manifest, "train"), job.train)
+    else:  # the whole train split, read and tokenized in this worker
+        data = train_data.load_train(job.storage, job.data, job.manifest, src_tok, tgt_tok)
     wrap = (lambda module: ray.train.torch.prepare_model(module, parallel_strategy="ddp")) if world > 1 else None
-    return build_trainer(pairs, job.train, job.model, device, rank, world, wrap)
+    return build_trainer(data, job.train, job.model, device, rank, world, wrap)
 
 
 def _maybe_resume(trainer: Trainer, job_output: str) -> bool:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from s2s_core.config import at_least, probabilities
+from s2s_core.config import at_least, at_most, probabilities
 
 FORMATS = ("tsv", "jsonl", "parquet", "text")
+INT32_MAX = 2**31 - 1
+UINT32_MAX = 2**32 - 1
 
 
 @dataclass(kw_only=True)
@@ -61,7 +63,9 @@ class CleanConfig:
                 out.append(f"`{name}` must be >= 1 (or null for no limit), but is {value}")
         if self.max_length_ratio is not None and not self.max_length_ratio >= 1:  # NaN fails too
             out.append(f"`max_length_ratio` must be >= 1 (or null), but is {self.max_length_ratio}")
-        return out + at_least(self, 0, "ratio_min_chars")
+        # The limits are compared with Arrow int32 lengths: a larger one cannot be an Arrow scalar.
+        limits = [name for name in ("max_chars", "max_tokens") if getattr(self, name) is not None]
+        return out + at_least(self, 0, "ratio_min_chars") + at_most(self, INT32_MAX, "ratio_min_chars", *limits)
 
 
 @dataclass(kw_only=True)
@@ -86,6 +90,8 @@ class SplitConfig:
             value = getattr(self, name)
             if value is not None and value < 0:
                 out.append(f"`{name}` must be >= 0, but is {value}")
+            if value is not None and value > INT32_MAX:
+                out.append(f"`{name}` must be <= {INT32_MAX}, but is {value}")
         if not 0 <= self.seed < 2**64:
             out.append(f"`seed` must be in [0, 2**64), but is {self.seed}")
         return out
@@ -119,7 +125,7 @@ class TokenizerConfig:
     model_type: Literal["unigram", "bpe"] = "unigram"
     """SentencePiece algorithm."""
     vocab_size: int = 8000
-    """Vocabulary size, special tokens (pad, unk, bos, eos) included."""
+    """Vocabulary size, special tokens (pad, unk, bos, eos) included; 16 to 1,000,000."""
     shared: bool = True
     """One vocabulary for source and target; False trains one model per side."""
     character_coverage: float = 1.0
@@ -127,11 +133,11 @@ class TokenizerConfig:
     sample_pairs: int = 200_000
     """Pairs of the train split used for training, taken in id (hash) order: deterministic."""
     max_sentence_chars: int = 2000
-    """Longer training sentences are skipped by SentencePiece."""
+    """Longer training sentences are skipped by SentencePiece; at most 1,000,000."""
     byte_fallback: bool = False
     """Encode unknown characters as bytes instead of <unk>."""
     threads: int = 2
-    """Threads SentencePiece trains with."""
+    """Threads SentencePiece trains with; at most 1024."""
     seed: int = 1
     """SentencePiece's random seed (its default is a fresh one per run, which is not reproducible)."""
     reuse: str | None = None
@@ -142,7 +148,14 @@ class TokenizerConfig:
         out = at_least(self, 16, "vocab_size")
         if not 0.9 <= self.character_coverage <= 1.0:
             out.append(f"`character_coverage` must be in [0.9, 1.0], but is {self.character_coverage}")
-        return out + at_least(self, 1, "sample_pairs", "max_sentence_chars", "threads")
+        out += at_least(self, 1, "sample_pairs", "max_sentence_chars", "threads")
+        # SentencePiece takes these as 32-bit ints (max_sentence_chars as 4 bytes a character, the
+        # seed unsigned), and starts every thread it is asked for.
+        out += at_most(self, 1_000_000, "vocab_size", "max_sentence_chars") + at_most(self, 1024, "threads")
+        out += at_most(self, INT32_MAX, "sample_pairs")
+        if not 0 <= self.seed <= UINT32_MAX:
+            out.append(f"`seed` must be in [0, {UINT32_MAX}], but is {self.seed}")
+        return out
 
 
 @dataclass(kw_only=True)

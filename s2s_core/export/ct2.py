@@ -74,13 +74,18 @@ def convert_transformer(model: Any, config: Any, source_vocab: list[str], target
     the vocabularies are the token strings by id (special ids as in s2s_core.tokenizer).
 
     Raises:
-        ConfigError: for an LSTM config, an unknown quantization or a missing ctranslate2.
+        ConfigError: for an LSTM config, an imported model's options, an unknown quantization or a
+            missing ctranslate2.
     """
     if config.family != "transformer":
         raise ConfigError([f"CTranslate2 has no {config.family.upper()} models: only Transformer packages can be "
                            "exported (the torch engine, with compute_type=int8, serves the others)"])
     if quantization not in QUANTIZATIONS:
         raise ConfigError([f"unknown quantization {quantization!r} (valid: {', '.join(QUANTIZATIONS)})"])
+    unsupported = config.non_default_options()
+    if unsupported:  # an imported model's options: this converter knows only our own Transformer
+        raise ConfigError([f"this package's model uses options the CTranslate2 export does not write yet "
+                           f"({', '.join(unsupported)}): run it with engine=torch"])
     import_ctranslate2()
     from ctranslate2.converters import Converter
 

@@ -27,6 +27,14 @@ class GenerationConfig:
     """EOS is forbidden until this many tokens have been generated (the length limit wins)."""
     length_penalty: float = 1.0
     """GNMT alpha: hypotheses are ranked by log P / ((5 + length) / 6) ** alpha; 0 ranks by log P."""
+    length_normalization: Literal["gnmt", "power"] = "gnmt"
+    """How `length_penalty` divides log P: gnmt ((5 + length) / 6) ** alpha, or power length ** alpha
+    (Hugging Face, fairseq, CTranslate2); length counts generated tokens with EOS."""
+    limit_ending: Literal["eos", "forced-eos", "cut"] = "eos"
+    """What ends a hypothesis at the length limit: eos (only EOS may follow, scored with its
+    log-probability), forced-eos (EOS follows and scores 0: Hugging Face's `forced_eos_token_id`,
+    its `max_length` = limit + 2), cut (the hypothesis stops at `limit` tokens without EOS, EOS
+    included if it came last: Hugging Face without a forced EOS, its `max_length` = limit + 1)."""
     no_repeat_ngram_size: int = 0
     """Forbid repeating any n-gram of this size within a hypothesis; 0 allows repeats."""
     nbest: int = 1
@@ -54,6 +62,11 @@ class GenerationConfig:
     torch on the CPU also takes int8 (dynamic quantization); CTranslate2 takes them all."""
 
     def problems(self) -> list[str]:
+        import math
+
+        from s2s_core.config import at_most
+        from s2s_core.models.size import search_problem  # loads the models package: only when checking
+
         out = at_least(self, 1, "beam_size", "nbest", "max_tokens")
         out += at_least(self, 0, "max_len_a", "max_len_b", "max_length", "min_length", "no_repeat_ngram_size",
                         "top_k", "length_penalty", "max_source_tokens")
@@ -67,6 +80,16 @@ class GenerationConfig:
             out.append(f"`temperature` must be > 0, but is {self.temperature}")
         if not 0 < self.top_p <= 1:
             out.append(f"`top_p` must be in (0, 1], but is {self.top_p}")
+        # Upper bounds: a wider beam only allocates (quality peaks near 5-10, CTranslate2 and
+        # Hugging Face stay far below 256), and every count goes into 64-bit tensors.
+        out += at_most(self, 256, "beam_size", "nbest")
+        out += at_most(self, 2**31 - 1, "max_len_b", "max_length", "min_length", "no_repeat_ngram_size", "top_k",
+                       "max_tokens", "max_source_tokens")
+        if not 0 <= self.seed < 2**64:  # torch's generator seeds are unsigned 64-bit
+            out.append(f"`seed` must be in [0, 2**64), but is {self.seed}")
+        if not out and math.isfinite(self.max_len_a):
+            too_large = search_problem(self.beam_size, self.max_tokens, self.max_len_a, self.max_len_b, self.max_length)
+            out += [too_large] if too_large else []
         return out
 
     def length_limit(self, source_tokens: int) -> int:

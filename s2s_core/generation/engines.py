@@ -87,7 +87,8 @@ class TorchEngine:
         else:
             pack_for_cpu_inference(package.model)  # oneDNN kernels on the CPU: the package model is inference-only
         self.compute_type = "int8" if config.compute_type == "int8" else "float32"
-        self.generator = Generator(package.model, config)
+        # An imported multilingual model is told its target language by forced first tokens.
+        self.generator = Generator(package.model, config, prefix=package.target_tokenizer.prefix)
         self.device = device
 
     def generate(self, rows: list[list[int]]) -> list[list[Hypothesis]]:
@@ -119,6 +120,7 @@ class CTranslate2Engine:
 
     def __init__(self, package: ModelPackage, config: GenerationConfig, threads: int | None = None) -> None:
         ctranslate2 = import_ctranslate2()
+        _check_ctranslate2_options(package, config)
         export = find_export(package)
         if export is None:
             where = package.directory or "the model package"
@@ -212,7 +214,7 @@ class CTranslate2Engine:
         scored again (teacher-forced, EOS included), all of the batch in one call."""
         eos = self.vocab.target[EOS_ID]
         penalty = _RAW_LOG_PROB_PENALTY if self.config.beam_size > 1 else 0.0
-        found = []  # per row: [(ids, log P or None when it must be scored again)]
+        found: list[list[tuple[list[int], float | None]]] = []  # per row: [(ids, log P or None: score again)]
         for result, limit in zip(results, limits):
             found.append([])
             for tokens, score in zip(result.hypotheses, result.scores):
@@ -229,7 +231,8 @@ class CTranslate2Engine:
             for ids, log_prob in hyps:
                 log_prob = next(rescored) if log_prob is None else log_prob
                 ranked.append(Hypothesis(tokens=ids, log_prob=log_prob,
-                                         score=log_prob / float(length_normalizer(len(ids) + 1, alpha))))
+                                         score=log_prob / float(length_normalizer(
+                                             len(ids) + 1, alpha, self.config.length_normalization))))
             ranked.sort(key=lambda h: -h.score)
             out.append(ranked[: self.config.nbest])
         return out
@@ -245,6 +248,26 @@ class CTranslate2Engine:
     def describe(self) -> dict[str, Any]:
         return {"engine": self.name, "compute_type": self.translator.compute_type, "device": self.device,
                 "threads": self.threads, "export_quantization": self.info.get("quantization")}
+
+
+def _check_ctranslate2_options(package: ModelPackage, config: GenerationConfig) -> None:
+    """Refuse, in one line, what this engine does not reproduce: another limit ending, and
+    imported models (their architecture options, decoder start and forced first tokens).
+
+    Raises:
+        ConfigError: naming what needs engine=torch.
+    """
+    problems = []
+    if config.limit_ending != "eos":
+        problems.append(f"limit_ending={config.limit_ending} needs engine=torch (engine=ctranslate2 ends at the limit "
+                        f"with EOS)")
+    options = package.config.non_default_options() if hasattr(package.config, "non_default_options") else []
+    if package.target_tokenizer.prefix or package.source_tokenizer.prefix:
+        options.append("forced first tokens")
+    if options:
+        problems.append(f"engine=ctranslate2 does not run this imported model ({', '.join(options)}): use engine=torch")
+    if problems:
+        raise ConfigError(problems)
 
 
 _RAW_LOG_PROB_PENALTY = 1e-6

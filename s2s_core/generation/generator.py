@@ -8,6 +8,7 @@ dropped from the decoder state), so late steps only pay for the sentences still 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence, cast
 
 import torch
 from torch import Tensor
@@ -20,11 +21,12 @@ from s2s_core.generation.penalties import (
     end_when_stuck,
     filter_for_sampling,
     forbid_specials,
+    force_tokens,
     length_normalizer,
 )
-from s2s_core.generation.search import beam_step, sample_step
+from s2s_core.generation.search import BeamStep, beam_step, sample_step
+from s2s_core.models.state import Seq2SeqModel
 from s2s_core.tokenizer import BOS_ID, EOS_ID, PAD_ID
-
 
 VOCAB_ROWS = 32
 """Rows projected onto the vocabulary at a time: (32, 32k) fp32 logits are 4 MB, cache-sized."""
@@ -35,7 +37,7 @@ class Hypothesis:
     """One output sequence of a sentence."""
 
     tokens: list[int]
-    """Generated ids, without BOS and EOS."""
+    """Generated ids, without the decoder start token, the forced prefix and EOS."""
     log_prob: float
     """Sum of the model's token log-probabilities, EOS included."""
     score: float
@@ -59,11 +61,19 @@ class _Batch:
 
 
 class Generator:
-    """Beam search, greedy search (beam 1) and sampling over any model family's incremental interface."""
+    """Beam search, greedy search (beam 1) and sampling over any model family's incremental interface.
 
-    def __init__(self, model: torch.nn.Module, config: GenerationConfig) -> None:
-        self.model, self.config = model, config
+    The decoder starts from the model's `decoder_start_id` (BOS for models without one); `prefix`
+    ids are forced first (an imported model's target language code), adding 0 to log P as Hugging
+    Face's forced BOS does, and count towards the length (and its limit) but are not returned.
+    """
+
+    def __init__(self, model: torch.nn.Module, config: GenerationConfig, prefix: Sequence[int] = ()) -> None:
+        self.model, self.config = cast(Seq2SeqModel, model), config
         self.beams = config.beam_size
+        self.prefix = list(prefix)
+        self.start_id = int(getattr(model, "decoder_start_id", BOS_ID))
+        self.cut = config.limit_ending == "cut"
 
     @torch.inference_mode()
     def generate(self, src: Tensor) -> list[list[Hypothesis]]:
@@ -81,7 +91,7 @@ class Generator:
         scores[:, 0] = 0.0  # one hypothesis (the empty one) per sentence at the start
         batch = _Batch(sentence=rows, limits=limits, scores=scores,
                        history=src.new_empty(count * beams, 0), finished=[[] for _ in range(count)])
-        prev = torch.full((count * beams,), BOS_ID, dtype=torch.long, device=src.device)
+        prev = torch.full((count * beams,), self.start_id, dtype=torch.long, device=src.device)
         sampler = torch.Generator(device=src.device).manual_seed(config.seed) if config.sampling else None
         step = 0
         while batch.sentence.numel():
@@ -96,6 +106,8 @@ class Generator:
         one token (C = 1). Rows are projected and scored a slice at a time, so the (R, V)
         logits never exist at once: big allocations are slow (fresh pages) and leave the cache."""
         hidden = self.model.decode_hidden(prev, state)  # (R, D)
+        if step < len(self.prefix):
+            return force_tokens(hidden.shape[0], self.prefix[step], hidden.device)
         row_limits = batch.limits.repeat_interleave(self.beams)
         parts = [self._slice_candidates(hidden[start:start + VOCAB_ROWS], row_limits[start:start + VOCAB_ROWS],
                                         batch.history[start:start + VOCAB_ROWS], step, sampler)
@@ -109,25 +121,33 @@ class Generator:
         normalizer = torch.logsumexp(logits, dim=1, keepdim=True)  # (r, 1): log P = logit - normalizer
         logits = forbid_specials(logits)  # constraints set -inf on logits exactly as on log-probs
         eos = logits[:, EOS_ID] - normalizer[:, 0]  # (r,) unconstrained EOS log P
-        logits = apply_length_bounds(logits, step, limits, self.config.min_length)
+        # A cut hypothesis needs no EOS at its limit: only `min_length` constrains EOS then.
+        bounds = torch.full_like(limits, torch.iinfo(limits.dtype).max) if self.cut else limits
+        logits = apply_length_bounds(logits, step, bounds, self.config.min_length)
         logits = block_repeated_ngrams(logits, history, self.config.no_repeat_ngram_size)
         if sampler is not None:
             log_probs = end_when_stuck(logits - normalizer, eos)
             sampling = filter_for_sampling(log_probs, self.config.temperature, self.config.top_k, self.config.top_p)
             tokens, token_log_probs = sample_step(log_probs, sampling, sampler)
-            return token_log_probs[:, None], tokens[:, None]
-        values, tokens = logits.topk(min(2 * self.beams, logits.shape[1]), dim=1)  # (r, 2K)
-        values = values - normalizer
-        end_stuck_candidates(values, tokens, eos)
+            values, tokens = token_log_probs[:, None], tokens[:, None]
+        else:
+            values, tokens = logits.topk(min(2 * self.beams, logits.shape[1]), dim=1)  # (r, 2K)
+            values = values - normalizer
+            end_stuck_candidates(values, tokens, eos)
+        if self.config.limit_ending == "forced-eos":
+            values = values.masked_fill((limits <= step)[:, None] & (tokens == EOS_ID), 0.0)
         return values, tokens
 
     def _advance(self, candidates: Tensor, tokens: Tensor, state, batch: _Batch, step: int) -> Tensor:
         """Choose the next tokens among the (R, C) candidates, record ended hypotheses, drop
         finished sentences; returns the (R',) tokens fed to the next step."""
         beams, width = self.beams, candidates.shape[1]
-        outcome = beam_step(batch.scores, candidates.view(-1, beams, width), tokens.view(-1, beams, width))
-        self._record_ended(batch, outcome.ended_scores, outcome.ended_beams, step)
-        done = (batch.limits <= step) | (outcome.live_scores[:, 0] == float("-inf"))
+        # Cut: the step that makes a sentence's `limit`-th token is its last (any token ends there).
+        last = batch.limits <= step + 1 if self.cut else batch.limits <= step  # (N,)
+        outcome = beam_step(batch.scores, candidates.view(-1, beams, width), tokens.view(-1, beams, width),
+                            cut=last if self.cut else None)
+        self._record_ended(batch, outcome, step)
+        done = last | (outcome.live_scores[:, 0] == float("-inf"))
         done |= torch.tensor([len(batch.finished[i]) >= beams for i in batch.sentence.tolist()],
                              device=done.device)
         keep = (~done).nonzero(as_tuple=True)[0]  # (N',) running sentences that go on
@@ -142,14 +162,17 @@ class Generator:
         batch.history = torch.cat([batch.history[source_rows], tokens[:, None]], dim=1)
         return tokens
 
-    def _record_ended(self, batch: _Batch, scores: Tensor, beams: Tensor, step: int) -> None:
-        """Turn the (N, K) ended candidates into hypotheses of their sentences."""
+    def _record_ended(self, batch: _Batch, outcome: BeamStep, step: int) -> None:
+        """Turn the (N, K) ended candidates of `outcome` into hypotheses of their sentences."""
+        scores, beams = outcome.ended_scores, outcome.ended_beams
         ended = (scores > float("-inf")).nonzero().tolist()
         if not ended:
             return
-        normalizer = float(length_normalizer(step + 1, self.config.length_penalty))
+        normalizer = float(length_normalizer(step + 1, self.config.length_penalty, self.config.length_normalization))
         for n, k in ended:
             row = int(n) * self.beams + int(beams[n, k])
             log_prob = float(scores[n, k])
+            last = int(outcome.ended_tokens[n, k])
+            tokens = batch.history[row].tolist() + ([] if last == EOS_ID else [last])  # a cut one keeps its last
             batch.finished[int(batch.sentence[n])].append(
-                Hypothesis(tokens=batch.history[row].tolist(), log_prob=log_prob, score=log_prob / normalizer))
+                Hypothesis(tokens=tokens[len(self.prefix):], log_prob=log_prob, score=log_prob / normalizer))

@@ -73,11 +73,21 @@ def end_stuck_candidates(values: Tensor, tokens: Tensor, eos_log_probs: Tensor) 
         tokens[stuck, 0] = EOS_ID
 
 
-def length_normalizer(lengths: Tensor | int, alpha: float) -> Tensor | float:
-    """GNMT length penalty ((5 + length) / 6) ** alpha; length counts generated tokens with EOS."""
+def length_normalizer(lengths: Tensor | int, alpha: float, kind: str = "gnmt") -> Tensor | float:
+    """What a hypothesis's log P is divided by: GNMT's ((5 + length) / 6) ** alpha, or with kind
+    "power" length ** alpha (Hugging Face, fairseq); length counts generated tokens with EOS."""
     if alpha == 0:
         return 1.0
+    if kind == "power":
+        return lengths ** alpha if isinstance(lengths, Tensor) else float(lengths) ** alpha
     return ((5.0 + lengths) / 6.0) ** alpha
+
+
+def force_tokens(rows: int, token: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The candidates of a forced step for `rows` rows: log P 0 (R, 1) for `token` (R, 1); as
+    Hugging Face's forced BOS, a given token adds nothing to the score."""
+    values = torch.zeros(rows, 1, device=device)
+    return values, torch.full((rows, 1), token, dtype=torch.long, device=device)
 
 
 def filter_for_sampling(logits: Tensor, temperature: float, top_k: int, top_p: float) -> Tensor:

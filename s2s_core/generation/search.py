@@ -29,9 +29,12 @@ class BeamStep:
     """(N, K) log P of hypotheses that end with EOS at this step; -inf where none."""
     ended_beams: Tensor
     """(N, K) long: the beam each ended hypothesis extends."""
+    ended_tokens: Tensor
+    """(N, K) long: the token it ends with: EOS, or (a sentence being cut) its last token."""
 
 
-def beam_step(scores: Tensor, log_probs: Tensor, tokens: Tensor | None = None) -> BeamStep:
+def beam_step(scores: Tensor, log_probs: Tensor, tokens: Tensor | None = None,
+              cut: Tensor | None = None) -> BeamStep:
     """scores (N, K) cumulative log P of the live beams (-inf: empty beam), log_probs (N, K, C)
     of C candidate next tokens per beam: the whole vocabulary (C = V, `tokens` None) or the
     token ids `tokens` (N, K, C), e.g. each beam's best 2K (enough: see below).
@@ -39,6 +42,8 @@ def beam_step(scores: Tensor, log_probs: Tensor, tokens: Tensor | None = None) -
     The best 2K extensions of each sentence are ranked; those among the first K that end
     with EOS are finished hypotheses, and the first K that do not end continue (fairseq's
     rule: looking at 2K candidates keeps K live beams even when K of them end here).
+    Sentences where `cut` (N,) bool is True reached their length limit: their first K
+    candidates end whatever the token, and none continues.
     """
     sentences, beams, width_per_beam = log_probs.shape
     candidates = (scores[:, :, None] + log_probs).view(sentences, beams * width_per_beam)  # (N, K*C)
@@ -48,6 +53,8 @@ def beam_step(scores: Tensor, log_probs: Tensor, tokens: Tensor | None = None) -
     top_tokens = top_index % width_per_beam if tokens is None else tokens.view(sentences, -1).gather(1, top_index)
     valid = top_scores > NEG_INF
     ends = top_tokens == EOS_ID
+    if cut is not None:
+        ends = ends | cut[:, None]
     rank = torch.arange(width, device=scores.device).expand(sentences, width)
     ended = (ends & valid & (rank < beams))[:, :beams]
     # Stable order: continuing candidates by rank, then everything else.
@@ -59,6 +66,7 @@ def beam_step(scores: Tensor, log_probs: Tensor, tokens: Tensor | None = None) -
         live_tokens=top_tokens.gather(1, order),
         ended_scores=top_scores[:, :beams].masked_fill(~ended, NEG_INF),
         ended_beams=top_beams[:, :beams],
+        ended_tokens=top_tokens[:, :beams],
     )
 
 

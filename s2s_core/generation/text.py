@@ -14,7 +14,6 @@ from s2s_core.generation.config import GenerationConfig
 from s2s_core.generation.engines import build_engine
 from s2s_core.generation.generator import Hypothesis
 from s2s_core.package import ModelPackage
-from s2s_core.tokenizer import EOS_ID
 
 LSTM_SOURCE_LIMIT = 1024
 """Longest source for models without a position table (LSTM): memory grows with it, not correctness."""
@@ -79,31 +78,33 @@ class TextGenerator:
         return [self._result(by_input.get(i, []), flags[i]) for i in range(len(texts))]
 
     def _pieces(self, texts: list[str]) -> tuple[list[_Piece], list[dict[str, bool]]]:
-        """Tokenized pieces (EOS appended) and each input's flags."""
+        """Tokenized pieces (as model rows: the tokenizer's prefix and suffix, e.g. EOS, around the
+        text's ids) and each input's flags."""
         tokenizer = self.package.source_tokenizer
+        room = self.source_limit - len(tokenizer.prefix) - len(tokenizer.suffix)  # ids of text per row
         pieces, flags = [], []
         # Truncation never needs more than the limit's worth of characters: cutting first keeps a
         # 1 MB document from becoming a 250k-id list (memory of bulk jobs stays per unit, small).
         cut = self.source_limit * MAX_PIECE_CHARS if self.long_inputs == "truncate" else None
         for index, (text, ids) in enumerate(zip(texts, tokenizer.encode_batch([t[:cut] for t in texts]))):
-            if cut is not None and len(text) > cut and len(ids) + 1 <= self.source_limit:
+            if cut is not None and len(text) > cut and len(ids) <= room:
                 ids = tokenizer.encode(text)  # rare: whitespace runs collapsed, the cut may have lost text that fits
             if not text.strip():
                 flags.append({"empty": True})
-            elif len(ids) + 1 <= self.source_limit:
-                pieces.append(_Piece(index, ids + [EOS_ID]))
+            elif len(ids) <= room:
+                pieces.append(_Piece(index, tokenizer.row(ids)))
                 flags.append({})
             elif self.long_inputs == "truncate":
-                pieces.append(_Piece(index, ids[: self.source_limit - 1] + [EOS_ID]))
+                pieces.append(_Piece(index, tokenizer.row(ids[:room])))
                 flags.append({"truncated": True})
             else:
-                pieces += [_Piece(index, chunk + [EOS_ID]) for chunk in self._split(text)]
+                pieces += [_Piece(index, tokenizer.row(chunk)) for chunk in self._split(text, room)]
                 flags.append({"split": True})
         return pieces, flags
 
-    def _split(self, text: str) -> Iterator[list[int]]:
-        """Token ids of `text` by sentence; a sentence still too long is cut into chunks that fit."""
-        tokenizer, room = self.package.source_tokenizer, self.source_limit - 1
+    def _split(self, text: str, room: int) -> Iterator[list[int]]:
+        """Token ids of `text` by sentence; a sentence longer than `room` ids is cut into chunks that fit."""
+        tokenizer = self.package.source_tokenizer
         for sentence in _SENTENCE_END.split(text.strip()):
             ids = tokenizer.encode(sentence)
             for start in range(0, len(ids), room):
@@ -122,7 +123,8 @@ class TextGenerator:
     def _result(self, parts: list[list[Hypothesis]], flags: dict[str, bool]) -> TextResult:
         """Join the best hypothesis of each piece of one input."""
         if not parts:
-            return TextResult(text="", score=0.0, tokens=0, **flags)
+            return TextResult(text="", score=0.0, tokens=0, split=flags.get("split", False),
+                              truncated=flags.get("truncated", False), empty=flags.get("empty", False))
         decode = self.package.target_tokenizer.decode
         text = " ".join(decode(hyps[0].tokens) for hyps in parts)
         score = sum(hyps[0].score for hyps in parts) / len(parts)

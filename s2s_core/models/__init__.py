@@ -10,7 +10,8 @@ Every family implements the same interface, which the trainer and the generator 
 - `init_state(encoder_out) -> state` and `decode_step(prev_token (B,), state) -> (B, V)` logits,
   which updates `state` in place (= `project(decode_hidden(prev_token, state))`, the split
   letting the generator project large batches a slice of rows at a time); `state.reorder(indices (B',))` selects/repeats rows of
-  every cached tensor (beam expansion and reordering).
+  every cached tensor (beam expansion and reordering);
+- `decoder_start_id`: the token fed to the decoder first (BOS, unless an imported model says otherwise).
 
 Special ids are fixed (s2s_core.tokenizer): PAD_ID pads source and target rows, on the right.
 """

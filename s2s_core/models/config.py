@@ -11,6 +11,7 @@ from typing import Any, Callable, Literal
 
 from s2s_core.config import at_least, build, merge, probabilities, to_dict
 from s2s_core.errors import ConfigError
+from s2s_core.tokenizer import BOS_ID
 
 MIN_VOCAB = 4
 """pad, unk, bos and eos have fixed ids 0-3 (s2s_core.tokenizer), so a real vocabulary is larger."""
@@ -38,18 +39,35 @@ class TransformerConfig:
     """Dropout on embeddings and on every sublayer's output before the residual sum."""
     attention_dropout: float = 0.0
     """Dropout on attention weights."""
-    activation: Literal["relu", "gelu"] = "relu"
-    """Feed-forward activation."""
+    activation: Literal["relu", "gelu", "gelu-tanh", "silu"] = "relu"
+    """Feed-forward activation (gelu: exact erf form; gelu-tanh: the tanh approximation; silu = swish)."""
     norm: Literal["pre", "post"] = "pre"
     """LayerNorm before each sublayer (plus a final one per stack) or after each residual sum."""
+    final_norm: bool | None = None
+    """A LayerNorm at the end of each stack; None: exactly when `norm` is pre (pre-norm leaves the
+    residual stream unnormalised)."""
     share_embeddings: bool = True
     """One embedding table for source and target (needs equal vocabulary sizes)."""
     tie_output: bool = True
     """The output projection reuses the target embedding table (with `share_embeddings`: one table for all three)."""
     max_positions: int = 1024
-    """Longest source or target sequence (tokens) the sinusoidal position table covers."""
+    """Longest source or target sequence (tokens) the position table covers."""
     scale_embeddings: bool = True
     """Multiply embeddings by sqrt(d_model) before adding positions."""
+    positions: Literal["sinusoidal", "sinusoidal-halves", "sinusoidal-fairseq", "learned"] = "sinusoidal"
+    """Position table: sinusoidal with sin/cos in alternate columns (ours), sinusoidal-halves with
+    all sines then all cosines (Marian), sinusoidal-fairseq with halves and fairseq's frequencies
+    (M2M-100, NLLB), or learned (one table per stack; BART, mBART)."""
+    position_offset: int = 0
+    """Position p reads row p + offset of the table (fairseq-style models start real tokens at
+    padding_idx + 1 = 2; a learned table then has `max_positions + offset` rows)."""
+    embedding_norm: bool = False
+    """A LayerNorm on the embeddings plus positions of each stack, before dropout (BART, mBART)."""
+    output_bias: bool = False
+    """A fixed (not trained) bias on the output logits (Hugging Face's `final_logits_bias`)."""
+    decoder_start_id: int = BOS_ID
+    """The decoder's first input token: BOS for ours; an imported model's own (EOS for BART and
+    M2M-100/NLLB, PAD for Marian), in our ids."""
 
     def problems(self) -> list[str]:
         out = _vocab_problems(self.src_vocab_size, self.tgt_vocab_size, self.share_embeddings)
@@ -57,6 +75,26 @@ class TransformerConfig:
         if self.d_model >= 1 and self.heads >= 1 and self.d_model % self.heads:
             out.append(f"`d_model` must be divisible by `heads` ({self.heads}), but is {self.d_model}")
         out += probabilities(self, "dropout", "attention_dropout")
+        out += at_least(self, 0, "position_offset", "decoder_start_id")
+        if 0 < self.tgt_vocab_size <= self.decoder_start_id:
+            out.append(f"`decoder_start_id` must be < `tgt_vocab_size` ({self.tgt_vocab_size}), "
+                       f"but is {self.decoder_start_id}")
+        return out
+
+    def has_final_norm(self) -> bool:
+        """Whether each stack ends with a LayerNorm (`final_norm`, or pre-norm when it is None)."""
+        return self.norm == "pre" if self.final_norm is None else self.final_norm
+
+    def non_default_options(self) -> list[str]:
+        """The architecture options set away from our own Transformer's (those an imported model
+        needs), by name: what an exporter that knows only ours must refuse."""
+        plain = TransformerConfig()
+        names = ("positions", "position_offset", "embedding_norm", "output_bias", "decoder_start_id")
+        out = [name for name in names if getattr(self, name) != getattr(plain, name)]
+        if self.final_norm is not None and self.final_norm != (self.norm == "pre"):
+            out.append("final_norm")
+        if self.activation not in ("relu", "gelu"):
+            out.append("activation")
         return out
 
 

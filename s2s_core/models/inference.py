@@ -50,7 +50,8 @@ def pack_for_cpu_inference(model: nn.Module) -> int:
                 setattr(parent, name, PackedLinear(child.weight, child.bias))
                 count += 1
     if hasattr(model, "output_matrix"):
-        model.packed_projection = PackedLinear(model.output_matrix(), None)
+        matrix = model.output_matrix()  # type: ignore[operator]  # nn.Module.__getattr__ hides the type
+        model.packed_projection = PackedLinear(matrix, getattr(model, "output_bias", None))
         count += 1
     return count
 
@@ -78,9 +79,12 @@ def quantize_for_cpu_inference(model: nn.Module) -> int:
     with torch.no_grad():
         if hasattr(model, "output_matrix"):
             # The (often tied) output matrix is used through F.linear: quantize a Linear copy of it.
-            matrix = model.output_matrix()
-            projection = nn.Linear(matrix.shape[1], matrix.shape[0], bias=False)
+            matrix = model.output_matrix()  # type: ignore[operator]  # nn.Module.__getattr__ hides the type
+            bias = getattr(model, "output_bias", None)  # a logits bias (imported models) goes with it
+            projection = nn.Linear(matrix.shape[1], matrix.shape[0], bias=bias is not None)
             projection.weight.copy_(matrix)
+            if bias is not None:
+                projection.bias.copy_(bias)
             model.packed_projection = projection
     spec = {nn.Linear: per_channel_dynamic_qconfig, nn.LSTM: default_dynamic_qconfig,
             nn.LSTMCell: default_dynamic_qconfig}

@@ -6,7 +6,7 @@ Shapes: B batch, S source length, T target length, D model width, V vocabulary, 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -33,6 +33,29 @@ class DecoderState(Protocol):
         `same_sources` promises that row i's new source equals its old one (beams of one
         sentence swapping places), so tensors that depend on the source only are left alone.
         """
+
+
+class Seq2SeqModel(Protocol):
+    """What the generator needs of a model (every family provides it)."""
+
+    decoder_start_id: int
+    """The token the decoder starts from (BOS for ours; the checkpoint's for imported models)."""
+
+    def encode(self, src: Tensor) -> EncoderOutput:
+        """(B, S) source ids -> the encoded source."""
+        ...
+
+    def init_state(self, encoder_out: EncoderOutput) -> Any:
+        """A fresh decoder state (a `DecoderState`) for the batch."""
+        ...
+
+    def decode_hidden(self, prev_token: Tensor, state: Any) -> Tensor:
+        """(B,) previous token ids -> (B, D) decoder output; updates `state` in place."""
+        ...
+
+    def project(self, hidden: Tensor) -> Tensor:
+        """(N, D) decoder outputs -> (N, V) logits."""
+        ...
 
 
 def source_padding(src_tokens: Tensor) -> Tensor:

@@ -15,6 +15,7 @@ Layout of one checkpoint (a local directory; the Ray adapter moves it to storage
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -82,31 +83,83 @@ def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.op
 
 
 def read_run_config(directory: Path) -> dict:
-    """The resolved run config a checkpoint was written with."""
+    """The resolved run config a checkpoint was written with.
+
+    Raises:
+        CheckpointError: a damaged checkpoint, or a config.json that is not a JSON object.
+    """
     verify_file_index(directory)
-    return json.loads((directory / "config.json").read_text())
+    return read_json_file(directory / "config.json")
 
 
 def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: Any) -> TrainerState:
     """Restore model, optimiser, scheduler and RNG from `directory`; returns the trainer state.
 
+    The file index only proves the files are the ones listed: a checkpoint written or altered
+    by something else passes it, so each file is still checked for what it must hold.
+
     Raises:
         CheckpointError: naming the file that is missing, truncated, corrupted or mismatched.
     """
     verify_file_index(directory)
     load_weights(model, directory / "model.safetensors")
+    _load_optimizer(directory / "optimizer.pt", optimizer, scheduler)
+    _load_rng(directory / "rng.safetensors")
+    return _trainer_state(directory / STATE_FILE)
+
+
+# What a damaged torch file or a state dict that does not fit the optimiser raises in torch.
+_TORCH_ERRORS = (RuntimeError, ValueError, KeyError, IndexError, TypeError, AttributeError, EOFError, OSError)
+
+
+def _load_optimizer(path: Path, optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
     try:
-        extra = torch.load(directory / "optimizer.pt", weights_only=True, map_location="cpu")
+        extra = torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as err:  # what weights-only loading raises for anything but plain data
+        raise CheckpointError(str(path), f"is not a plain state dict ({_refusal(err)}): weights-only loading "
+                                         "refuses it, so it was not written by `s2s train`") from None
+    except _TORCH_ERRORS as err:
+        raise CheckpointError(str(path), f"cannot be read ({_described(err)})") from None
+    if not (isinstance(extra, dict) and {"optimizer", "scheduler"} <= extra.keys()):
+        raise CheckpointError(str(path), "does not hold the optimizer and scheduler states of a checkpoint")
+    try:
         optimizer.load_state_dict(extra["optimizer"])
         scheduler.load_state_dict(extra["scheduler"])
-    except (RuntimeError, ValueError, KeyError, EOFError) as err:
-        raise CheckpointError(str(directory / "optimizer.pt"), f"cannot be restored ({short_reason(err)})") from None
-    rng = safetensors.torch.load_file(str(directory / "rng.safetensors"))
-    torch.set_rng_state(rng["cpu"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state(rng["cuda"])
-    return TrainerState(**json.loads((directory / STATE_FILE).read_text()))
+    except _TORCH_ERRORS as err:
+        raise CheckpointError(str(path), f"does not fit this run's optimizer ({_described(err)})") from None
+
+
+def _described(err: BaseException) -> str:
+    """'KeyError: 'param_groups'' rather than a bare ''param_groups''."""
+    reason = short_reason(err)
+    return reason if reason == type(err).__name__ else f"{type(err).__name__}: {reason}"
+
+
+def _refusal(err: BaseException) -> str:
+    """The line of torch's weights-only refusal that says what it found (its other lines are advice)."""
+    advice = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    found = [line for line in lines if not line.startswith(advice)]
+    return (found[0] if found else "unsupported content")[:160]
+
+
+def _load_rng(path: Path) -> None:
+    try:
+        rng = safetensors.torch.load_file(str(path))
+        torch.set_rng_state(rng["cpu"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda"])
+    except Exception as err:  # safetensors raises its own error types for bad headers and sizes
+        raise CheckpointError(str(path), f"cannot be restored as RNG states ({short_reason(err)})") from None
+
+
+def _trainer_state(path: Path) -> TrainerState:
+    data = read_json_file(path)
+    try:
+        return TrainerState(**data)
+    except TypeError as err:  # an unknown or missing field
+        raise CheckpointError(str(path), f"is not a trainer state ({short_reason(err)})") from None
 
 
 def _rng_states() -> dict[str, torch.Tensor]:

@@ -22,11 +22,11 @@ import torch.distributed as dist
 
 from s2s_core.tokenizer import PAD_ID, Tokenizer
 from s2s_core.training.batching import BatchStream
-from s2s_core.training.streaming import ShardedStream
 from s2s_core.training.checkpoint import TrainerState, load_checkpoint, save_checkpoint
 from s2s_core.training.config import TrainConfig
 from s2s_core.training.loss import label_smoothed_nll
 from s2s_core.training.metrics import History
+from s2s_core.training.streaming import ShardedStream
 from s2s_core.training.validation import ValidationSet, improved, validate
 
 

@@ -209,7 +209,7 @@ def error_line(capsys) -> str:
 
 def test_data_without_a_manifest(tmp_path, capsys):
     (tmp_path / "raw").mkdir()
-    assert train(tmp_path / "raw", tmp_path / "out", *TINY) == 5  # storage: not found
+    assert train(tmp_path / "raw", tmp_path / "out", *TINY) == 3  # input: not a prepared dataset
     assert error_line(capsys) == f"error: {tmp_path / 'raw'}: no manifest.json: not a prepared dataset (run `s2s prepare` first)"
 
 

@@ -1,4 +1,5 @@
-"""s2s_core stays a pure library: it never imports ray, prefect, boto3/botocore, fsspec or s3fs."""
+"""s2s_core stays a pure library: it never imports ray, prefect, boto3/botocore, fsspec, s3fs or
+transformers (a test and benchmark dependency only)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import s2s_core
 
-FORBIDDEN = ("ray", "prefect", "boto3", "botocore", "fsspec", "s3fs")
+FORBIDDEN = ("ray", "prefect", "boto3", "botocore", "fsspec", "s3fs", "transformers")
 PACKAGE_DIR = Path(s2s_core.__file__).resolve().parent
 IMPORT_RE = re.compile(
     rf"^\s*(?:from\s+({'|'.join(FORBIDDEN)})(?:\.\S*)?\s+import\b|import\s+[^#\n]*?\b({'|'.join(FORBIDDEN)})\b)",

@@ -201,3 +201,27 @@ def test_empty_input_is_an_input_error(tmp_path):
 def test_missing_model_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match=r"tokenizer model not found"):
         Tokenizer(tmp_path / "nope.model")
+
+
+def test_id_order_moves_an_imported_vocabularys_specials_to_ours():
+    from s2s_core.tokenizer import IdOrder
+
+    fairseq = IdOrder(size=8, pad=1, unk=3, bos=0, eos=2)  # BART, M2M-100, NLLB, mBART
+    assert fairseq.origin_ids() == [1, 3, 0, 2, 4, 5, 6, 7]
+    assert [fairseq.our_ids()[i] for i in fairseq.origin_ids()] == list(range(8))
+    marian = IdOrder(size=6, pad=5, unk=1, bos=None, eos=0)  # no BOS: one is added, origin id 6
+    assert marian.origin_ids() == [5, 1, 6, 0, 2, 3, 4]
+    ours = marian.our_ids()
+    assert (ours[5], ours[1], ours[6], ours[0]) == (PAD_ID, UNK_ID, BOS_ID, EOS_ID)
+    assert sorted(ours) == list(range(7))
+
+
+def test_settings_without_a_format_are_sentencepiece_and_unknown_formats_are_refused(trained, tmp_path):
+    settings = json.loads((trained / SETTINGS_FILE).read_text())
+    assert "format" not in settings  # what packages written before imported models hold
+    assert Tokenizer.from_dir(trained).prefix == () and Tokenizer.from_dir(trained).suffix == (EOS_ID,)
+    assert Tokenizer.from_dir(trained).row([7, 8]) == [7, 8, EOS_ID]
+    (tmp_path / SETTINGS_FILE).write_text(json.dumps(settings | {"format": "wordpiece"}))
+    with pytest.raises(InputError, match=r"unknown tokenizer format 'wordpiece' \(known: sentencepiece, piece-map, "
+                                         r"tokenizer.json\)"):
+        Tokenizer.from_dir(tmp_path)

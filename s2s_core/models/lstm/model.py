@@ -24,6 +24,7 @@ from s2s_core.models.state import (
     select_rows,
     source_padding,
 )
+from s2s_core.tokenizer import BOS_ID
 
 
 @dataclass
@@ -79,6 +80,8 @@ class LSTMModel(nn.Module):
     def __init__(self, config: LSTMConfig) -> None:
         super().__init__()
         self.config = config
+        self.decoder_start_id = BOS_ID
+        """The decoder's first input token."""
         emb, hid, layers = config.embed_dim, config.hidden_size, config.layers
         self.src_embedding = new_embedding(config.src_vocab_size, emb)
         # Shared/tied tables are registered once (no aliased tensors in the state dict).

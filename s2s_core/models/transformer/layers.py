@@ -8,6 +8,7 @@ Attention masks follow `scaled_dot_product_attention`: bool, True where a query 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import torch
@@ -125,11 +126,20 @@ class CrossAttention(Attention):
         return self.attend(q, keys, values, mask)
 
 
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "relu": F.relu,
+    "gelu": F.gelu,
+    "gelu-tanh": partial(F.gelu, approximate="tanh"),
+    "silu": F.silu,
+}
+"""Feed-forward activations by `TransformerConfig.activation` name."""
+
+
 class FeedForward(nn.Module):
     def __init__(self, dim: int, hidden: int, activation: str) -> None:
         super().__init__()
         self.inner, self.outer = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
-        self.activation = F.gelu if activation == "gelu" else F.relu
+        self.activation = ACTIVATIONS[activation]
         init_linear(self.inner)
         init_linear(self.outer)
 

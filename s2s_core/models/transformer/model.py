@@ -1,5 +1,9 @@
 """The Transformer encoder-decoder (Vaswani et al. 2017), pre-norm by default, with incremental decoding.
 
+The options that imported models need (learned or differently laid out positions, an embedding
+LayerNorm, a logits bias, another decoder start token) default to our own architecture, whose
+parameter names they leave unchanged; each adds its own tensors only when set.
+
 Shapes: B batch, S source length, T target length, D model width, V target vocabulary,
 N positions selected by an output mask, H heads, Dh head width.
 Padding (PAD_ID) must be on the right of source and target rows: positions count from 0 at
@@ -18,6 +22,9 @@ from torch import Tensor, nn
 from s2s_core.models.config import TransformerConfig
 from s2s_core.models.state import EncoderOutput, new_embedding, select_outputs, select_rows, source_padding
 from s2s_core.models.transformer.layers import DecoderLayer, EncoderLayer, LayerCache
+from s2s_core.models.transformer.positions import fixed_positions, sinusoidal_positions
+
+__all__ = ["TransformerDecoderState", "TransformerModel", "attention_mask", "sinusoidal_positions"]
 
 
 @dataclass
@@ -40,17 +47,6 @@ class TransformerDecoderState:
             self.memory_mask = select_rows(self.memory_mask, indices)
 
 
-def sinusoidal_positions(count: int, dim: int) -> Tensor:
-    """(count, dim) table: sin(p / 10000^(2i/dim)) in even columns, cos in odd ones."""
-    half = (dim + 1) // 2
-    frequencies = torch.exp(torch.arange(half, dtype=torch.float64) * (-math.log(10000.0) / half))
-    angles = torch.arange(count, dtype=torch.float64)[:, None] * frequencies[None, :]
-    table = torch.zeros(count, dim, dtype=torch.float64)
-    table[:, 0::2] = torch.sin(angles)
-    table[:, 1::2] = torch.cos(angles)[:, : dim // 2]
-    return table.float()
-
-
 def attention_mask(padding_mask: Tensor) -> Tensor:
     """(B, S) bool True at pads -> (B, 1, 1, S) bool True where attention is allowed."""
     return ~padding_mask[:, None, None, :]
@@ -62,7 +58,7 @@ class TransformerModel(nn.Module):
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         self.config = config
-        dim, pre_norm = config.d_model, config.norm == "pre"
+        dim = config.d_model
         self.src_embedding = new_embedding(config.src_vocab_size, dim)
         # Shared/tied tables are registered once, so the state dict has no aliased tensors
         # (safetensors refuses those) and parameters() counts each table once.
@@ -72,14 +68,35 @@ class TransformerModel(nn.Module):
         self.encoder_layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.encoder_layers))
         self.decoder_layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.decoder_layers))
         # Pre-norm leaves the residual stream unnormalised, so each stack ends with a LayerNorm.
-        self.encoder_norm = nn.LayerNorm(dim) if pre_norm else nn.Identity()
-        self.decoder_norm = nn.LayerNorm(dim) if pre_norm else nn.Identity()
+        final_norm = config.has_final_norm()
+        self.encoder_norm = nn.LayerNorm(dim) if final_norm else nn.Identity()
+        self.decoder_norm = nn.LayerNorm(dim) if final_norm else nn.Identity()
         self.dropout = nn.Dropout(config.dropout)
         self.packed_projection: nn.Module | None = None
         """Set only by `s2s_core.models.inference.pack_for_cpu_inference` (inference speed-up)."""
         self.embed_scale = math.sqrt(dim) if config.scale_embeddings else 1.0
+        self.decoder_start_id = config.decoder_start_id
+        """The decoder's first input token (the generator starts every hypothesis with it)."""
+        self._init_positions(config)
+        self.src_embedding_norm = nn.LayerNorm(dim) if config.embedding_norm else None
+        self.tgt_embedding_norm = nn.LayerNorm(dim) if config.embedding_norm else None
+        self.output_bias: Tensor | None
+        # A buffer, as Hugging Face's final_logits_bias: it is loaded and saved, never trained.
+        self.register_buffer("output_bias", torch.zeros(config.tgt_vocab_size) if config.output_bias else None)
+
+    def _init_positions(self, config: TransformerConfig) -> None:
+        """A fixed table shared by both stacks (buffer `positions`, not saved: it is a formula), or
+        one learned (offset + max_positions, D) table per stack (`src_positions`, `tgt_positions`)."""
         self.positions: Tensor
-        self.register_buffer("positions", sinusoidal_positions(config.max_positions, dim), persistent=False)
+        self.src_positions: nn.Parameter | None = None
+        self.tgt_positions: nn.Parameter | None = None
+        rows, dim = config.max_positions + config.position_offset, config.d_model
+        if config.positions == "learned":
+            self.src_positions = nn.Parameter(torch.randn(rows, dim) * dim**-0.5)
+            self.tgt_positions = nn.Parameter(torch.randn(rows, dim) * dim**-0.5)
+            return
+        table = fixed_positions(config.positions, config.max_positions, dim, config.position_offset)
+        self.register_buffer("positions", table, persistent=False)
 
     def forward(self, src_tokens: Tensor, prev_tokens: Tensor, output_mask: Tensor | None = None) -> Tensor:
         """Teacher-forced logits: src (B, S), prev (B, T) -> (B, T, V); with a (B, T) bool
@@ -91,7 +108,7 @@ class TransformerModel(nn.Module):
         """(B, S) token ids -> states (B, S, D) and the source padding mask (B, S)."""
         padding = source_padding(src_tokens)
         mask = attention_mask(padding)
-        x = self._embed(self.src_embedding, src_tokens, offset=0)
+        x = self._embed(src_tokens, start=0, source=True)
         for layer in self.encoder_layers:
             x = layer(x, mask)
         return EncoderOutput(states=self.encoder_norm(x), padding_mask=padding)
@@ -99,7 +116,7 @@ class TransformerModel(nn.Module):
     def decode(self, prev_tokens: Tensor, encoder_out: EncoderOutput) -> Tensor:
         """All target positions at once: prev (B, T) -> decoder output (B, T, D), before the projection."""
         mask = attention_mask(encoder_out.padding_mask)
-        x = self._embed(self.target_embedding, prev_tokens, offset=0)
+        x = self._embed(prev_tokens, start=0, source=False)
         for layer in self.decoder_layers:
             x = layer(x, encoder_out.states, mask)
         return self.decoder_norm(x)
@@ -108,7 +125,7 @@ class TransformerModel(nn.Module):
         """(..., D) decoder output -> (..., V) logits."""
         if self.packed_projection is not None:
             return self.packed_projection(hidden)
-        return F.linear(hidden, self.output_matrix())
+        return F.linear(hidden, self.output_matrix(), self.output_bias)
 
     def output_matrix(self) -> Tensor:
         """(V, D) output projection: the target embedding when tied."""
@@ -116,7 +133,7 @@ class TransformerModel(nn.Module):
 
     def init_state(self, encoder_out: EncoderOutput) -> TransformerDecoderState:
         """A fresh state: empty self-attention caches, cross-attention K/V computed once here."""
-        caches = [layer.new_cache(encoder_out.states) for layer in self.decoder_layers]
+        caches = [layer.new_cache(encoder_out.states) for layer in self.decoder_layers]  # type: ignore[operator]  # nn.Module.__getattr__ hides the type
         return TransformerDecoderState(layers=caches, memory_mask=attention_mask(encoder_out.padding_mask))
 
     def decode_step(self, prev_token: Tensor, state: TransformerDecoderState) -> Tensor:
@@ -125,9 +142,9 @@ class TransformerModel(nn.Module):
 
     def decode_hidden(self, prev_token: Tensor, state: TransformerDecoderState) -> Tensor:
         """`decode_step` before the vocabulary projection: (B,) -> (B, D); updates `state`."""
-        x = self._embed(self.target_embedding, prev_token[:, None], offset=state.step)
+        x = self._embed(prev_token[:, None], start=state.step, source=False)
         for layer, cache in zip(self.decoder_layers, state.layers):
-            x = layer.step(x, cache, state.memory_mask)
+            x = layer.step(x, cache, state.memory_mask)  # type: ignore[operator]  # nn.Module.__getattr__ hides the type
         state.step += 1
         return self.decoder_norm(x[:, 0])
 
@@ -135,16 +152,27 @@ class TransformerModel(nn.Module):
     def target_embedding(self) -> nn.Embedding:
         return self.src_embedding if self.tgt_embedding is None else self.tgt_embedding
 
-    def _embed(self, table: nn.Embedding, tokens: Tensor, offset: int) -> Tensor:
-        """(B, T) ids at positions offset.. -> (B, T, D) scaled embeddings plus positions.
+    def position_table(self, source: bool) -> Tensor:
+        """(max_positions, D): row p is what position p adds to the source (or target) stack."""
+        learned = self.src_positions if source else self.tgt_positions
+        if learned is None:
+            return self.positions
+        return learned[self.config.position_offset:]
+
+    def _embed(self, tokens: Tensor, start: int, source: bool) -> Tensor:
+        """(B, T) ids at positions start.. -> (B, T, D): scaled embeddings plus positions, then the
+        embedding LayerNorm (if any) and dropout.
 
         Raises:
             ValueError: if the positions run past `max_positions`.
         """
-        end = offset + tokens.shape[1]
-        if end > self.positions.shape[0]:
-            raise ValueError(f"sequence of {end} tokens is longer than max_positions ({self.positions.shape[0]})")
-        x = table(tokens)
+        positions = self.position_table(source)
+        end = start + tokens.shape[1]
+        if end > positions.shape[0]:
+            raise ValueError(f"sequence of {end} tokens is longer than max_positions ({positions.shape[0]})")
+        x = (self.src_embedding if source else self.target_embedding)(tokens)
         if self.embed_scale != 1.0:
             x = x * self.embed_scale
-        return self.dropout(x + self.positions[offset:end])
+        x = x + positions[start:end]
+        norm = self.src_embedding_norm if source else self.tgt_embedding_norm
+        return self.dropout(x if norm is None else norm(x))

@@ -49,7 +49,7 @@ def test_all_problems_are_reported_together():
     found = problems_of("transformer-tiny", {"d_model": 0, "dropout": 1.5, "heads": -1,
                                              "attention_dropout": float("nan"), "activation": "tanh"})
     assert found == [
-        "`activation` must be one of 'relu', 'gelu', but is 'tanh'",
+        "`activation` must be one of 'relu', 'gelu', 'gelu-tanh', 'silu', but is 'tanh'",
         "`d_model` must be >= 1, but is 0",
         "`heads` must be >= 1, but is -1",
         "`dropout` must be in [0, 1), but is 1.5",
@@ -133,3 +133,22 @@ def test_config_from_dict_errors():
         config_from_dict([])  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"unknown key `d_model`"):
         config_from_dict({"family": "lstm", "d_model": 8})
+
+
+def test_imported_model_options_are_checked():
+    found = problems_of("transformer-tiny", {"src_vocab_size": 50, "tgt_vocab_size": 50, "decoder_start_id": 50,
+                                             "position_offset": -1, "positions": "rotary"})
+    assert found == [
+        "`positions` must be one of 'sinusoidal', 'sinusoidal-halves', 'sinusoidal-fairseq', 'learned', but is "
+        "'rotary'",
+        "`position_offset` must be >= 0, but is -1",
+        "`decoder_start_id` must be < `tgt_vocab_size` (50), but is 50",
+    ]
+
+
+def test_non_default_options_name_what_an_exporter_of_our_own_model_must_refuse():
+    assert model_config("transformer-tiny").non_default_options() == []
+    assert model_config("transformer-tiny", {"norm": "post", "final_norm": False}).non_default_options() == []
+    imported = model_config("transformer-tiny", {"positions": "learned", "output_bias": True, "activation": "silu",
+                                                 "norm": "post", "final_norm": True})
+    assert imported.non_default_options() == ["positions", "output_bias", "final_norm", "activation"]

@@ -118,3 +118,64 @@ def test_state_dict_round_trips_through_safetensors(variant, tmp_path):
     assert not torch.allclose(fresh(src, prev), model(src, prev))
     fresh.load_state_dict(load_file(tmp_path / "model.safetensors"))
     torch.testing.assert_close(fresh(src, prev), model(src, prev), rtol=0, atol=0)
+
+
+def test_default_options_keep_the_state_dict_names():
+    # Packages saved before the imported-model options existed must still load by name.
+    names = {name.split(".")[0] for name in tiny("transformer-pre").state_dict()}
+    assert names == {"src_embedding", "encoder_layers", "decoder_layers", "encoder_norm", "decoder_norm"}
+    post = {name.split(".")[0] for name in tiny("transformer-post").state_dict()}
+    assert post == {"src_embedding", "encoder_layers", "decoder_layers"}
+
+
+def test_sinusoidal_layouts_match_their_definitions():
+    import math
+
+    halves = tiny("transformer-marian-like").positions  # Marian: all sines, then all cosines
+    dim = halves.shape[1]
+    for pos in (0, 3, 17):
+        angles = [pos / 10000 ** (2 * (j // 2) / dim) for j in range(dim)]
+        expected = [math.sin(a) for a in angles[0::2]] + [math.cos(a) for a in angles[1::2]]
+        torch.testing.assert_close(halves[pos], torch.tensor(expected), rtol=0, atol=1e-6)
+    fairseq = tiny("transformer-m2m-like").positions  # row p is fairseq's row p + 2
+    half = dim // 2
+    for pos in (0, 3, 17):
+        angles = [(pos + 2) * math.exp(-i * math.log(10000) / (half - 1)) for i in range(half)]
+        expected = [math.sin(a) for a in angles] + [math.cos(a) for a in angles]
+        torch.testing.assert_close(fairseq[pos], torch.tensor(expected), rtol=0, atol=1e-5)
+
+
+def test_learned_positions_are_read_from_the_offset():
+    model = tiny("transformer-bart-like")
+    assert model.src_positions.shape == (1024 + 2, 64) and model.tgt_positions.shape == (1024 + 2, 64)
+    assert torch.equal(model.position_table(source=True)[0], model.src_positions[2])
+    assert torch.equal(model.position_table(source=False)[5], model.tgt_positions[7])
+    assert {"src_positions", "tgt_positions", "src_embedding_norm.weight", "output_bias"} <= set(model.state_dict())
+
+
+def test_the_output_bias_is_a_fixed_part_of_the_logits():
+    model = tiny("transformer-bart-like")
+    assert "output_bias" not in dict(model.named_parameters())
+    src, prev = batch(model)
+    before = model(src, prev)
+    with torch.no_grad():
+        model.output_bias[7] = 5.0
+    torch.testing.assert_close(model(src, prev)[..., 7], before[..., 7] + 5.0)
+    torch.testing.assert_close(model(src, prev)[..., :7], before[..., :7])
+
+
+@pytest.mark.parametrize("speed_up", ["pack", "quantize"])
+def test_inference_speed_ups_keep_the_output_bias(speed_up):
+    from s2s_core.models.inference import pack_for_cpu_inference, quantize_for_cpu_inference
+
+    model = tiny("transformer-bart-like")
+    with torch.no_grad():
+        model.output_bias.copy_(torch.linspace(-3, 3, VOCAB))
+    src, prev = batch(model)
+    expected = model(src, prev)
+    if speed_up == "pack" and not pack_for_cpu_inference(model):
+        pytest.skip("no oneDNN on this machine")
+    if speed_up == "quantize":
+        quantize_for_cpu_inference(model)
+    tolerance = 1e-4 if speed_up == "pack" else 0.2
+    torch.testing.assert_close(model(src, prev), expected, rtol=0, atol=tolerance)

@@ -1,0 +1,91 @@
+"""`s2s import` on a Hugging Face Marian checkpoint built locally (random weights, a real
+tokenizer): the package translates, runs in a bulk job on S3 exactly once, and bad checkpoints
+are refused in one line with nothing left at --output."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipelines import cli
+from pipelines.storage import Storage
+from tests.pipelines.test_generate import FAST, output_rows, success
+from tests.s2s_core.importers.conftest import build_marian
+
+pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="session")
+def marian_checkpoint(tmp_path_factory, spm_model) -> Path:
+    return build_marian(tmp_path_factory.mktemp("marian"), spm_model).checkpoint
+
+
+@pytest.fixture(scope="session")
+def spm_model(tmp_path_factory) -> Path:
+    from tests.s2s_core.importers import conftest
+
+    return conftest.spm_model.__wrapped__(conftest.train_pairs.__wrapped__(), tmp_path_factory)
+
+
+def error_lines(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+def test_an_imported_package_translates_text(marian_checkpoint, tmp_path, capsys):
+    package = tmp_path / "pkg"
+    assert cli.main(["import", "--from", str(marian_checkpoint), "--output", str(package)]) == 0
+    assert "marian checkpoint" in capsys.readouterr().out
+    origin = json.loads((package / "metadata.json").read_text())["origin"]
+    assert origin["family"] == "marian" and origin["source"] == str(marian_checkpoint)
+    assert cli.main(["translate", "--model", str(package), "--text", "Open the file.", "--text", "Close it.",
+                     *FAST]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+@pytest.mark.parametrize("damage, code, named", [
+    (lambda d: (d / "config.json").write_text(json.dumps({**json.loads((d / "config.json").read_text()),
+                                                          "model_type": "t5"})), 3, "t5"),
+    (lambda d: (d / "model.safetensors").unlink(), 3, "model.safetensors"),
+    (lambda d: (d / "vocab.json").unlink(), 3, "vocab.json"),
+])
+def test_a_bad_checkpoint_is_one_line_and_leaves_nothing(marian_checkpoint, tmp_path, capsys, damage, code, named):
+    broken = tmp_path / "broken"
+    shutil.copytree(marian_checkpoint, broken)
+    damage(broken)
+    assert cli.main(["import", "--from", str(broken), "--output", str(tmp_path / "pkg")]) == code
+    lines = error_lines(capsys)
+    assert len(lines) == 1 and lines[0].startswith("error:") and named in lines[0]
+    assert not (tmp_path / "pkg").exists()
+
+
+def test_pickled_weights_need_allow_pickle(marian_checkpoint, tmp_path, capsys):
+    import safetensors.torch
+    import torch
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(marian_checkpoint, pickled)
+    torch.save(safetensors.torch.load_file(str(pickled / "model.safetensors")), pickled / "pytorch_model.bin")
+    (pickled / "model.safetensors").unlink()
+    assert cli.main(["import", "--from", str(pickled), "--output", str(tmp_path / "pkg")]) == 3
+    assert "pytorch_model.bin" in error_lines(capsys)[0] and not (tmp_path / "pkg").exists()
+    assert cli.main(["import", "--from", str(pickled), "--output", str(tmp_path / "pkg"), "--allow-pickle"]) == 0
+    assert "weights_only=True" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("pipeline")
+def test_import_from_s3_and_bulk_translate_on_s3_exactly_once(marian_checkpoint, s3_env):
+    storage = Storage(s3_env.settings())
+    bucket = s3_env.create_bucket("imported")
+    storage.upload_tree(marian_checkpoint, f"s3://{bucket}/hf")
+    lines = [f"row{i}\tSentence number {i} to translate." for i in range(30)]
+    storage.write_bytes(f"s3://{bucket}/in.tsv", ("\n".join(lines) + "\n").encode())
+    assert cli.main(["import", "--from", f"s3://{bucket}/hf", "--output", f"s3://{bucket}/pkg"]) == 0
+    assert cli.main(["translate", "--model", f"s3://{bucket}/pkg", "--input", f"s3://{bucket}/in.tsv",
+                     "--output", f"s3://{bucket}/out", "--column", "1", "--id-column", "0", *FAST]) == 0
+    rows = output_rows(f"s3://{bucket}/out", storage)
+    assert sorted(r["id"] for r in rows) == sorted(f"row{i}" for i in range(30))
+    assert success(f"s3://{bucket}/out", storage)["ok"] == 30
