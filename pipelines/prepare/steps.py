@@ -26,6 +26,7 @@ from pipelines.storage import Storage, join
 from s2s_core.data import hashing
 from s2s_core.data.cleaning import normalize, reject_reasons
 from s2s_core.data.config import PrepareConfig
+from s2s_core.data.language import language_rejects
 from s2s_core.data.readers import parse_aligned, parse_jsonl, parse_parquet_table, parse_tsv
 from s2s_core.data.rows import REJECTS_SCHEMA, Parsed, Reason
 from s2s_core.errors import InputError
@@ -64,6 +65,8 @@ def map_chunk(storage: Storage, spec: InputSpec, chunk: Chunk, config: PrepareCo
     for i in pc.indices_nonzero(failed).to_pylist():
         parsed.rejects.add(rows["row"][i].as_py(), Reason(reasons[i].as_py()),
                            source=raw_source[i].as_py(), target=raw_target[i].as_py())
+    if config.clean.language_id.enabled:
+        failed = _reject_wrong_language(parsed, rows, source, target, failed, config)
     kept = pc.invert(failed)
     rows = rows.filter(kept).set_column(1, "source", source.filter(kept)).set_column(2, "target", target.filter(kept))
     digests = hashing.pair_digests(rows["source"].combine_chunks(), rows["target"].combine_chunks())
@@ -77,6 +80,21 @@ def map_chunk(storage: Storage, spec: InputSpec, chunk: Chunk, config: PrepareCo
                        pa.schema([f for f in rows.schema if f.name not in ("row", "source", "target")]),
                        nbytes, parsed.rejects.to_table(spec.origin))
     return result, shards
+
+
+def _reject_wrong_language(parsed: Parsed, rows: pa.Table, source: pa.Array, target: pa.Array,
+                           failed: pa.Array, config: PrepareConfig) -> pa.Array:
+    """Judge the language of the pairs that passed the other checks; returns the updated (N,) mask."""
+    candidates = pc.indices_nonzero(pc.invert(failed)).to_pylist()
+    found = language_rejects(pc.take(source, candidates).to_pylist(), pc.take(target, candidates).to_pylist(),
+                             config.clean.language_id)
+    mask = failed.to_numpy(zero_copy_only=False).copy()
+    for j, detail in found.items():
+        i = candidates[j]
+        parsed.rejects.add(rows["row"][i].as_py(), Reason.WRONG_LANGUAGE, detail=detail,
+                           source=source[i].as_py(), target=target[i].as_py())
+        mask[i] = True
+    return pa.array(mask)
 
 
 def _with_keys(rows: pa.Table, spec: InputSpec, chunk: Chunk, digests: list[bytes], keys: np.ndarray) -> pa.Table:

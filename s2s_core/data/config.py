@@ -37,6 +37,26 @@ class ReaderConfig:
 
 
 @dataclass(kw_only=True)
+class LanguageIdConfig:
+    enabled: bool = False
+    """Reject pairs whose source or target is confidently in another language (`wrong_language`)."""
+    source: str = "en"
+    """Expected source language (ISO 639-1 code, as py3langid names it)."""
+    target: str = "it"
+    """Expected target language."""
+    min_chars: int = 20
+    """Sides shorter than this (characters) are not judged: a short UI label says little."""
+    min_confidence: float = 0.9
+    """Reject only when another language has at least this probability (uncertain pairs are kept)."""
+
+    def problems(self) -> list[str]:
+        out = at_least(self, 0, "min_chars")
+        if not 0 < self.min_confidence <= 1:
+            out.append(f"`min_confidence` must be in (0, 1], but is {self.min_confidence}")
+        return out
+
+
+@dataclass(kw_only=True)
 class CleanConfig:
     unicode_nfc: bool = True
     """Normalise both sides to Unicode NFC."""
@@ -54,6 +74,8 @@ class CleanConfig:
     """Apply the ratio test only when the longer side has at least this many characters."""
     drop_identical: bool = True
     """Reject pairs whose source equals their target (after normalisation)."""
+    language_id: LanguageIdConfig = field(default_factory=LanguageIdConfig)
+    """Language identification of both sides (off by default; on in deploy/prepare.yaml)."""
 
     def problems(self) -> list[str]:
         out = []

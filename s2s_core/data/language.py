@@ -58,3 +58,14 @@ def wrong_language(source: str, target: str, check: LanguageCheck) -> str | None
         if language != expected and probability >= check.min_confidence:
             problems.append(f"{side}: {language} {probability:.2f} (expected {expected})")
     return "; ".join(problems) or None
+
+
+def language_rejects(sources: list[str], targets: list[str], config: Any) -> dict[int, str]:
+    """{row index: detail} of the pairs in the wrong language, per `config` (a LanguageIdConfig)."""
+    check = LanguageCheck(config.source, config.target, config.min_chars, config.min_confidence)
+    found = {}
+    for i, (source, target) in enumerate(zip(sources, targets)):
+        detail = wrong_language(source, target, check)
+        if detail is not None:
+            found[i] = detail
+    return found

@@ -22,6 +22,7 @@ class Reason(str, Enum):
     TOO_LONG_TOKENS = "too_long_tokens"
     LENGTH_RATIO = "length_ratio"
     IDENTICAL = "identical"
+    WRONG_LANGUAGE = "wrong_language"
     DUPLICATE = "duplicate"
 
 

@@ -182,3 +182,21 @@ def test_s3_in_and_out_matches_local(tmp_path, s3_env):
     assert pq.read_table(pa.BufferReader(body))["id"].to_pylist() == read_split(tmp_path / "out", "train")["id"].to_pylist()
     tok = client.get_object(Bucket=bucket, Key="datasets/dev/tokenizer/spm.model")["Body"].read()
     assert tok == (tmp_path / "out/tokenizer/spm.model").read_bytes()
+
+
+def test_language_identification_rejects_swapped_pairs_with_what_it_detected(tmp_path):
+    pairs = [tuple(line.split("\t")[:2]) for line in
+             (SAMPLE / "test.tsv").read_text(encoding="utf-8").split("\n") if line][:60]
+    long_pairs = [(s, t) for s, t in pairs if len(s) >= 60 and len(t) >= 60][:5]
+    swapped = {(t, s) for s, t in long_pairs}
+    corpus = tmp_path / "corpus.tsv"
+    corpus.write_text("".join(f"{s}\t{t}\n" for s, t in [*pairs, *swapped]), encoding="utf-8")
+    out = tmp_path / "out"
+    manifest = prepare_corpus(inputs=[str(corpus)], output=str(out),
+                              overrides=["clean.language_id.enabled=true", "tokenizer.enabled=false"])
+    assert_counts_add_up(manifest, out)
+    assert manifest["counts"]["rejected"].get("wrong_language", 0) >= len(swapped) == 5
+    rejects = read_split(out, "rejects").to_pylist()
+    wrong = [r for r in rejects if r["reason"] == "wrong_language"]
+    assert {(r["source"], r["target"]) for r in wrong} >= swapped
+    assert all("(expected en)" in r["detail"] or "(expected it)" in r["detail"] for r in wrong)
