@@ -30,6 +30,7 @@ from s2s_core.data.language import language_rejects
 from s2s_core.data.readers import parse_aligned, parse_jsonl, parse_parquet_table, parse_tsv
 from s2s_core.data.rows import REJECTS_SCHEMA, Parsed, Reason
 from s2s_core.errors import InputError
+from s2s_core.files import short_reason
 
 OUTPUT_COLUMNS = ["id", "source", "target", "origin"]  # then the inputs' metadata columns
 ROLE_CODE = {"auto": 0, "valid": 1, "test": 2}  # role column in map output; also the forced split
@@ -115,8 +116,15 @@ def _read_chunk(storage: Storage, spec: InputSpec, chunk: Chunk, config: Prepare
     uri = spec.files[0].uri
     if spec.format == "parquet":
         with storage.open_read(uri) as handle:
-            table = pq.ParquetFile(handle).read_row_groups(list(chunk.row_groups)) if chunk.row_groups \
-                else pq.read_table(handle)
+            try:
+                table = pq.ParquetFile(handle).read_row_groups(list(chunk.row_groups)) if chunk.row_groups \
+                    else pq.read_table(handle)
+            except (OSError, pa.ArrowException) as err:  # corrupt pages or footer: the file, not the storage
+                if "AWS Error" in str(err):  # S3 itself failed: transient, left to the task's retries
+                    raise
+                groups = f"row groups {list(chunk.row_groups)}" if chunk.row_groups else "the file"
+                raise InputError(uri, f"{groups} cannot be read ({short_reason(err)}): the file is damaged; "
+                                      "replace it and run the same command again") from None
         return parse_parquet_table(table, config.reader), table.nbytes
     if spec.format == "text":
         source, target = (_whole_file(storage, entry.uri) for entry in spec.files)

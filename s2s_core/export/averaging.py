@@ -16,7 +16,7 @@ import safetensors.torch
 import torch
 
 from s2s_core.errors import CheckpointError, ConfigError
-from s2s_core.files import read_json_file, sha256_of
+from s2s_core.files import read_json_file, sha256_of, short_reason
 from s2s_core.models import build_model, config_from_dict
 from s2s_core.package import METADATA, save_package, verify_package_files
 from s2s_core.training.checkpoint import FILE_INDEX, STATE_FILE, verify_file_index
@@ -68,7 +68,7 @@ def average_weights(sources: list[WeightsSource]) -> dict[str, torch.Tensor]:
     total: dict[str, torch.Tensor] = {}
     dtypes: dict[str, torch.dtype] = {}
     for source in sources:
-        weights = safetensors.torch.load_file(str(source.directory / WEIGHTS))
+        weights = _read_weights(source)
         if total and (weights.keys() != total.keys()
                       or any(weights[k].shape != total[k].shape for k in weights)):
             raise CheckpointError(source.name, f"its weights have other names or shapes than {sources[0].name}'s")
@@ -76,6 +76,15 @@ def average_weights(sources: list[WeightsSource]) -> dict[str, torch.Tensor]:
             dtypes.setdefault(key, tensor.dtype)
             total[key] = total[key] + tensor.double() if key in total else tensor.double()
     return {key: (tensor / len(sources)).to(dtypes[key]) for key, tensor in total.items()}
+
+
+def _read_weights(source: WeightsSource) -> dict[str, torch.Tensor]:
+    path = source.directory / WEIGHTS
+    try:
+        return safetensors.torch.load_file(str(path))
+    except Exception as err:  # safetensors raises its own error types for bad headers/sizes
+        raise CheckpointError(f"{source.name}/{WEIGHTS}", f"cannot be read as safetensors weights "
+                                                          f"({short_reason(err)})") from None
 
 
 def average_checkpoints(sources: list[WeightsSource], output: Path) -> dict:

@@ -128,3 +128,19 @@ def test_cli_process_prints_one_line_without_traceback(tmp_path):
                       "aligned files must have equal line counts"]
     debug = s2s(tmp_path, "--debug", "prepare", "--input", str(tmp_path / "missing.tsv"), "--output", str(tmp_path / "o"))
     assert debug.returncode == 3 and "Traceback" in debug.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("pipeline")
+def test_a_parquet_file_with_corrupt_pages_is_named_with_its_row_group(tmp_path, capsys):
+    pairs = [line.split("\t")[:2] for line in (SAMPLE / "train.tsv").read_text(encoding="utf-8").split("\n")[:500]]
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"source": [s for s, _ in pairs], "target": [t for _, t in pairs]}), path,
+                   compression="snappy")
+    data = bytearray(path.read_bytes())
+    data[100:400] = bytes(byte ^ 0xFF for byte in data[100:400])  # the footer stays intact
+    path.write_bytes(bytes(data))
+    code, err = run_cli(capsys, "--input", str(path), "--output", str(tmp_path / "out"), "tokenizer.enabled=false")
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 3 and len(lines) == 1 and f"{path}: row groups [0] cannot be read" in lines[0]
+    assert "Traceback" not in err
