@@ -104,6 +104,19 @@ def claim_output(storage: Storage, output: str, kind: OutputKind, identity: dict
     return recorded
 
 
+def check_not_a_file(storage: Storage, output: str, holds: str) -> None:
+    """A stage that writes a directory (of `holds`) refuses an existing file in its place, before any work.
+
+    Raises:
+        OutputError: `output` is a file.
+    """
+    try:
+        storage.info(output)
+    except NotFound:
+        return
+    raise OutputError(output, f"is a file: give a directory for {holds}")
+
+
 def check_apart(inputs: list[str], output: str) -> None:
     """Refuse an output that is one of the inputs, lies inside one, or holds one: a rerun would
     read its own outputs (local paths and s3:// prefixes alike; URIs are compared absolute).

@@ -13,11 +13,11 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipelines.outputs import check_apart
+from pipelines.outputs import check_apart, check_not_a_file
 from pipelines.packages import LIMIT_HINT, check_model_config, staged_package
 from pipelines.settings import Settings, max_model_bytes
 from pipelines.storage import NotFound, Storage, absolute, basename, is_s3, join
-from s2s_core.errors import CheckpointError, ConfigError, OutputError
+from s2s_core.errors import CheckpointError, ConfigError
 from s2s_core.export.ct2 import EXPORT_DIR, QUANTIZATIONS
 
 if TYPE_CHECKING:  # averaging (and the models it builds) is imported where a command uses it
@@ -63,7 +63,7 @@ def _run_export(args: argparse.Namespace, settings: Settings) -> int:
     if (model.rstrip("/") + "/").startswith(output.rstrip("/") + "/"):  # the export replaces its directory
         raise ConfigError([f"`--output` {output} would replace the package itself: give a new directory "
                            f"(default: {join(model, EXPORT_DIR)})"])
-    _check_not_a_file(storage, output)
+    check_not_a_file(storage, output, "the result")
     with staged_package(storage, model) as local:
         package = load_package(local, max_bytes=max_bytes)
     with tempfile.TemporaryDirectory(prefix="s2s-export-") as tmp:
@@ -88,7 +88,7 @@ def _run_average(args: argparse.Namespace, settings: Settings) -> int:
         names = [absolute(uri) for uri in args.checkpoints]
     output = absolute(args.output)
     check_apart(names, output)  # the package would be written over a checkpoint it reads
-    _check_not_a_file(storage, output)
+    check_not_a_file(storage, output, "the result")
     max_bytes = max_model_bytes(settings)
     with contextlib.ExitStack() as staged, tempfile.TemporaryDirectory(prefix="s2s-average-") as tmp:
         sources = [_source(staged.enter_context(_staged_copy(storage, name)), name, max_bytes) for name in names]
@@ -125,19 +125,6 @@ def last_checkpoints(storage: Storage, run: str, count: int) -> list[str]:
         raise ConfigError([f"{run} kept {len(steps)} checkpoints (steps {', '.join(map(str, sorted(steps))) or 'none'}), "
                            f"fewer than --last {count}: train with checkpoint.keep_last={count} or more"])
     return [steps[step] for step in sorted(steps)[-count:]]
-
-
-def _check_not_a_file(storage: Storage, output: str) -> None:
-    """Both tools write a directory: refuse a file in its place before any work.
-
-    Raises:
-        OutputError: `output` is a file.
-    """
-    try:
-        storage.info(output)
-    except NotFound:
-        return
-    raise OutputError(output, "is a file: give a directory")
 
 
 def _source(local: Path, name: str, max_bytes: int | None) -> WeightsSource:

@@ -15,11 +15,11 @@ import pyarrow.parquet as pq
 
 from pipelines import settings
 from pipelines.datasets import MANIFEST, read_manifest, read_split
-from pipelines.outputs import check_apart
+from pipelines.outputs import check_apart, check_not_a_file
 from pipelines.packages import check_model_config, package_id
-from pipelines.storage import NotFound, Storage, absolute, join
+from pipelines.storage import Storage, absolute, join
 from s2s_core.data.readers import split_lines
-from s2s_core.errors import ConfigError, InputError, OutputError
+from s2s_core.errors import ConfigError, InputError
 from s2s_core.files import short_reason
 from s2s_core.generation.config import GenerationConfig, resolve_generation
 from s2s_core.metrics import DEFAULT_METRICS, METRICS
@@ -105,21 +105,8 @@ def plan(storage: Storage, request: EvalRequest) -> EvalPlan:
         check_model_config(storage, package, max_bytes)  # a damaged or huge config fails here, not mid-flow
     model_id = package_id(storage, model)
     baseline_id = package_id(storage, baseline) if baseline else None
-    check_report_location(storage, output)
+    check_not_a_file(storage, output, "report.json, report.md and outputs.txt")
     return EvalPlan(model, test, output, baseline, metrics, config, model_id, baseline_id, read_test_set(storage, test))
-
-
-def check_report_location(storage: Storage, output: str) -> None:
-    """The report goes into a directory: refuse an existing file there, before any generation.
-
-    Raises:
-        OutputError: `output` is a file.
-    """
-    try:
-        storage.info(output)
-    except NotFound:
-        return
-    raise OutputError(output, "is a file: give a directory for report.json, report.md and outputs.txt")
 
 
 def read_test_set(storage: Storage, uri: str) -> TestSet:
