@@ -28,9 +28,9 @@ runs to the limit N (--new-tokens, 64): "mean out" shows that every engine did t
 "same as HF" how many outputs equal HF's (a check that the searches agree, float noise aside).
 
 Target tokens/s: generated tokens (no EOS, no padding) per second of the timed calls. The parent
-runs the engines batch by batch in a rotating order (one warm-up batch per engine and batch size
-first), waiting for a quiet machine before each call and retrying a call that ran under load
-(bench/generate.py's timed_call), so that background load falls on every engine alike. Peak RSS:
+runs the engines batch by batch in a rotating order (after one untimed warm-up call each), so that
+background load falls on every engine alike, waiting briefly for a quiet machine before each call
+(bench/generate.py's timed_call; no retries by default: one call takes a minute or more). Peak RSS:
 the worker's VmHWM, reset before each call (/proc/self/clear_refs), largest over a cell's calls.
 
 Usage: .venv/bin/python bench/pretrained.py [--sentences 256] [--threads 2] [--batches 16,64]
@@ -67,6 +67,7 @@ BEAMS = 4
 BUILD = {"vocab": VOCAB, "dims": DIMS, "seed": SEED, "spm_sentences": SPM_SENTENCES, "version": 1}
 ENGINES = {"hf": "HF generate", "ours-float32": "ours torch f32", "ours-int8": "ours torch int8",
            "ct2-float32": "CT2 f32 (HF conversion)", "ct2-int8": "CT2 int8 (HF conversion)"}
+WARM_UP = 4  # sentences of each engine's untimed first call (lazy initialisation)
 TARGET_HF = 1.6  # ours torch f32 / HF
 ANCHOR = {"hf": 147, "ct2-float32": 525, "ct2-int8": 696}  # CTranslate2 README, OPUS-MT en-de, 4 threads
 
@@ -313,18 +314,20 @@ class Worker:
 
 def measure(args: argparse.Namespace) -> dict:
     """Per engine and batch size: every batch of the sentences, the engines in a rotating order
-    batch by batch (one untimed warm-up batch each first)."""
+    batch by batch (one untimed warm-up call each first, on the first WARM_UP sentences)."""
     workers = [Worker(engine, args) for engine in ENGINES]
     cells: dict = {w.engine: {"info": w.info} for w in workers}
     try:
+        for w in workers:
+            w.call({"batch": WARM_UP, "index": 0})
         for batch in args.batches:
             calls: dict[str, list[dict]] = {w.engine: [] for w in workers}
-            for w in workers:
-                w.call({"batch": batch, "index": 0})
-            for index in range(-(-args.sentences // batch)):
+            rounds = -(-args.sentences // batch)
+            for index in range(rounds):
                 turn = index % len(workers)
                 for w in workers[turn:] + workers[:turn]:
                     calls[w.engine].append(timed_call(w, {"batch": batch, "index": index}, args))
+                print(f"  batch {batch}: round {index + 1}/{rounds} done", file=sys.stderr, flush=True)
             for engine, done in calls.items():
                 cells[engine][batch] = summarize(done, calls["hf"])
             print(f"  batch {batch}: " + ", ".join(f"{e} {cells[e][batch]['tokens_per_s']:,.0f}" for e in cells)
@@ -418,9 +421,11 @@ def main() -> None:
     parser.add_argument("--rebuild", action="store_true", help="rebuild the cached checkpoint")
     parser.add_argument("--max-background", type=float, default=0.25,
                         help="cores other processes may keep busy during a timed call before it is retried")
-    parser.add_argument("--retries", type=int, default=1, help="extra attempts of a timed call under load")
-    parser.add_argument("--max-wait", type=float, default=5.0, help="seconds to wait for quiet before a call")
-    parser.add_argument("--wait-budget", type=float, default=180.0, help="seconds of waiting for quiet in all")
+    # A call here takes a minute or more: retrying one under load costs more than it buys, and the
+    # engines' calls alternate batch by batch, so background load falls on all of them alike.
+    parser.add_argument("--retries", type=int, default=0, help="extra attempts of a timed call under load")
+    parser.add_argument("--max-wait", type=float, default=2.0, help="seconds to wait for quiet before a call")
+    parser.add_argument("--wait-budget", type=float, default=60.0, help="seconds of waiting for quiet in all")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
