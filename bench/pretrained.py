@@ -326,14 +326,16 @@ def main() -> None:
     import transformers
 
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cpu": cpu_model(),
-            "load": load, "run_s": time.perf_counter() - started, "source_tokens": mean_source_tokens(sources(args.sentences)),
+            "load": load, "run_s": time.perf_counter() - started,
+            "source_tokens": mean_source_tokens(sources(args.sentences)),
             "versions": f"torch {torch.__version__}, transformers {transformers.__version__}, "
                         f"ctranslate2 {ctranslate2.__version__}"}
     text = markdown(cells, built, args, meta)
     (OUT / "pretrained.md").write_text(text)
+    # WAITED["retries"]: calls over --max-background (generate.timed_call counts them even with --retries 0).
     (OUT / "pretrained.json").write_text(json.dumps(
         {"meta": meta, "build": built, "options": {k: v for k, v in vars(args).items() if k not in ("worker",)},
-         "waited_s": WAITED["seconds"], "retried_calls": WAITED["retries"],
+         "waited_s": WAITED["seconds"], "calls_over_load_limit": WAITED["retries"],
          "cells": {e: {str(k): v for k, v in c.items()} for e, c in cells.items()}}, indent=2))
     print(text)
 
