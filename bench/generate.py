@@ -121,17 +121,13 @@ def ct2_splits(cores: int) -> list[tuple[int, int]]:
     return [(inter, cores // inter) for inter in range(1, cores + 1) if cores % inter == 0]
 
 
-class Worker:
-    """A running `--engine` subprocess (see `worker`)."""
+class JsonLineProcess:
+    """A subprocess spoken to in JSON lines: one request line in, one answer line out (the
+    engine workers of this bench and of bench/pretrained.py)."""
 
-    def __init__(self, size: str, engine: str, workdir: Path, args: argparse.Namespace) -> None:
-        print(f"loading {SIZES[size]} {engine} ...", file=sys.stderr, flush=True)
+    def __init__(self, engine: str, command: list[str]) -> None:
         self.engine = engine
-        self.process = subprocess.Popen(
-            [sys.executable, str(BENCH / "generate_engines.py"), "--engine", engine, "--size", size, "--workdir", str(workdir),
-             "--batch1-sentences", str(args.batch1_sentences), "--threads", str(args.threads)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.info = self._read()["info"]
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     def _read(self) -> dict:
         line = self.process.stdout.readline()
@@ -143,6 +139,17 @@ class Worker:
         self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
         return self._read()
+
+
+class Worker(JsonLineProcess):
+    """A running `--engine` subprocess (see `worker`)."""
+
+    def __init__(self, size: str, engine: str, workdir: Path, args: argparse.Namespace) -> None:
+        print(f"loading {SIZES[size]} {engine} ...", file=sys.stderr, flush=True)
+        super().__init__(engine, [sys.executable, str(BENCH / "generate_engines.py"), "--engine", engine, "--size",
+                                  size, "--workdir", str(workdir), "--batch1-sentences", str(args.batch1_sentences),
+                                  "--threads", str(args.threads)])
+        self.info = self._read()["info"]
 
     def close(self) -> None:
         self.info["peak_rss_mb"] = self.call({"quit": True})["peak_rss_mb"]

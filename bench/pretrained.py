@@ -51,7 +51,7 @@ import time
 from pathlib import Path
 
 # Sibling scripts, not a package: `python bench/pretrained.py` puts bench/ on sys.path.
-from generate import WAITED, load_average, timed_call
+from generate import WAITED, JsonLineProcess, load_average, timed_call
 from generate_engines import cpu_busy_seconds, peak_rss_mb
 from pretrained_checkpoint import BEAMS, DATA, MODEL_DIR, OUT, SEED, VOCAB, build, ensure_built
 
@@ -166,28 +166,15 @@ def worker(args: argparse.Namespace) -> None:
 # --- parent: drive the workers, tabulate ----------------------------------------------------------
 
 
-class Worker:
+class Worker(JsonLineProcess):
     """A running `--worker ENGINE` subprocess."""
 
     def __init__(self, engine: str, args: argparse.Namespace) -> None:
         print(f"loading {engine} ...", file=sys.stderr, flush=True)
-        self.engine = engine
-        self.process = subprocess.Popen(
-            [sys.executable, __file__, "--worker", engine, "--sentences", str(args.sentences), "--threads",
-             str(args.threads), "--new-tokens", str(args.new_tokens), "--length-penalty", str(args.length_penalty)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        super().__init__(engine, [sys.executable, __file__, "--worker", engine, "--sentences", str(args.sentences),
+                                  "--threads", str(args.threads), "--new-tokens", str(args.new_tokens),
+                                  "--length-penalty", str(args.length_penalty)])
         self.info = self._read()
-
-    def _read(self) -> dict:
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"{self.engine} worker exited (code {self.process.wait()})")
-        return json.loads(line)
-
-    def call(self, request: dict) -> dict:
-        self.process.stdin.write(json.dumps(request) + "\n")
-        self.process.stdin.flush()
-        return self._read()
 
     def close(self) -> None:
         self.process.stdin.close()

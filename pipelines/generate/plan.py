@@ -18,6 +18,7 @@ from pipelines.generate.units import Columns, Unit, plan_units
 from pipelines.generate.worker import JobSpec
 from pipelines.outputs import OutputKind
 from pipelines.packages import METADATA, package_id, package_metadata
+from pipelines.resources import resource_problems
 from pipelines.storage import NotFound, Storage, absolute, is_s3, join
 from s2s_core.config import to_dict
 from s2s_core.errors import CheckpointError, ConfigError, OutputError
@@ -62,13 +63,9 @@ class BulkRequest:
     """A Ray cluster to run on; None: the settings' (else a local Ray)."""
 
     def problems(self) -> list[str]:
-        out = [f"`--{name}` must be >= {low}, but is {value}" for name, value, low in
-               (("workers", self.workers, 1), ("gpus-per-worker", self.gpus_per_worker, 0)) if not value >= low]
-        out += [f"`--{name}` must be a number > 0, but is {value}" for name, value in
-                (("cpus-per-worker", self.cpus_per_worker), ("unit-mb", self.unit_mb))
-                if not (value > 0 and math.isfinite(value))]
-        if not math.isfinite(self.gpus_per_worker):
-            out.append(f"`--gpus-per-worker` must be a finite number, but is {self.gpus_per_worker}")
+        out = resource_problems(self.workers, self.cpus_per_worker, self.gpus_per_worker)
+        if not (self.unit_mb > 0 and math.isfinite(self.unit_mb)):
+            out.append(f"`--unit-mb` must be a number > 0, but is {self.unit_mb}")
         return out
 
 

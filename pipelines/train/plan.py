@@ -7,7 +7,6 @@ no Prefect: the CLI calls it to fail in about a second, the flow calls it again 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -15,6 +14,7 @@ from pipelines import outputs, settings
 from pipelines.datasets import read_manifest, staged_tokenizer
 from pipelines.outputs import OutputKind
 from pipelines.packages import package_metadata
+from pipelines.resources import resource_problems
 from pipelines.storage import Storage, absolute, join
 from pipelines.token_ids import check_token_ids
 from s2s_core.config import layers, to_dict
@@ -55,13 +55,9 @@ class TrainRequest:
     """A Ray cluster to run on; None: the settings' (else a local Ray)."""
 
     def problems(self) -> list[str]:
-        out = [f"`--{name}` must be >= {low}, but is {value}" for name, value, low in
-               (("workers", self.workers, 1), ("gpus-per-worker", self.gpus_per_worker, 0),
-                ("max-failures", self.max_failures, 0)) if not value >= low]  # NaN fails too
-        if not (self.cpus_per_worker > 0 and math.isfinite(self.cpus_per_worker)):
-            out.append(f"`--cpus-per-worker` must be a number > 0, but is {self.cpus_per_worker}")
-        if not math.isfinite(self.gpus_per_worker):
-            out.append(f"`--gpus-per-worker` must be a finite number, but is {self.gpus_per_worker}")
+        out = resource_problems(self.workers, self.cpus_per_worker, self.gpus_per_worker)
+        if self.max_failures < 0:
+            out.append(f"`--max-failures` must be >= 0, but is {self.max_failures}")
         return out
 
 
