@@ -14,8 +14,24 @@ from dataclasses import asdict
 from typing import Sequence
 
 from pipelines import settings as settings_module
-from s2s_core.errors import ConfigError, S2SError
+from s2s_core.errors import (
+    CheckpointError,
+    ClusterFailure,
+    ConfigError,
+    InputError,
+    OrchestrationFailure,
+    OutputError,
+    S2SError,
+    StorageFailure,
+)
 
+EXIT_CODES: tuple[tuple[type[S2SError], int], ...] = (
+    (ConfigError, 2), (InputError, 3), (CheckpointError, 3), (OutputError, 4), (StorageFailure, 5),
+    (ClusterFailure, 6), (OrchestrationFailure, 7),
+)
+"""The one table of exit codes: the first kind an error is an instance of; 1 for any other
+`S2SError`. A damaged package or checkpoint is an unusable input, hence 3 like `InputError`."""
+EXIT_OTHER = 1
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 TASKS = ("translate", "summarize")
@@ -257,12 +273,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args, settings)
     except S2SError as err:
-        return _fail(err, err.exit_code, debug)
+        return _fail(err, exit_code(err), debug)
     except KeyboardInterrupt:
         return _fail(None, EXIT_INTERRUPTED, debug, "interrupted")
     except Exception as err:  # noqa: BLE001 - the one place that turns surprises into a line
         return _fail(err, EXIT_INTERNAL, debug, f"internal error: {type(err).__name__}: {_first_line(err)} "
                                                 "(run with --debug for the traceback)")
+
+
+def exit_code(err: S2SError) -> int:
+    """The exit code of `err`'s kind (`EXIT_CODES`)."""
+    return next((code for kind, code in EXIT_CODES if isinstance(err, kind)), EXIT_OTHER)
 
 
 def _first_line(err: BaseException) -> str:

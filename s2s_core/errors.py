@@ -1,12 +1,8 @@
 """Domain errors. Each carries the fields it is about, and its message is one line.
 
-This module is the one table of exit codes: every error a user can cause is (a subclass of)
-one of the kinds below, and `exit_code` is set here only. The CLI turns an error into its one
-line and this code (`pipelines.cli`), so code raises the most precise class and never prints
-or exits itself.
-
-    1 other   2 config   3 input, damaged checkpoint or package   4 output
-    5 storage   6 Ray cluster   7 Prefect / orchestration
+Every error a user can cause is (a subclass of) one of the kinds below. Code raises the most
+precise kind and never prints or exits itself: the CLI (`pipelines.cli.EXIT_CODES`, the one
+table of exit codes) turns an error into its one line and the code of its kind.
 """
 
 from __future__ import annotations
@@ -19,13 +15,9 @@ class S2SError(Exception):
     subclass whose constructor is not `(message)` says how to rebuild it in `__reduce__`.
     """
 
-    exit_code = 1
-
 
 class ConfigError(S2SError):
     """One or more invalid configuration values, reported together."""
-
-    exit_code = 2
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = list(problems)
@@ -54,34 +46,23 @@ class LocationError(S2SError):
 class InputError(LocationError):
     """A whole input cannot be used (missing, empty, wrong columns, misaligned...)."""
 
-    exit_code = 3
-
 
 class OutputError(LocationError):
     """The output location cannot be used as asked (e.g. it holds a different dataset)."""
-
-    exit_code = 4
 
 
 class CheckpointError(LocationError):
     """A checkpoint or model package is missing, truncated, corrupted or incompatible."""
 
-    exit_code = 3
-
 
 class StorageFailure(LocationError):
     """Storage could not do what was asked (access denied, unreachable, ...): see pipelines.storage."""
-
-    exit_code = 5
 
 
 class ClusterFailure(S2SError):
     """The Ray cluster cannot run the job as asked: see pipelines.ray_runtime."""
 
-    exit_code = 6
-
 
 class OrchestrationFailure(S2SError):
     """The Prefect API or a deployment cannot be used as asked: see pipelines.orchestrate."""
 
-    exit_code = 7

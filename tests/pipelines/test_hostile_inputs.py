@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from pipelines import cli
 from pipelines.evaluate.plan import read_test_set
 from pipelines.settings import load_settings
 from pipelines.storage import Storage
+from s2s_core import errors
 from s2s_core.files import index_files
 from tests.conftest import REPO, SAMPLE
 
@@ -351,3 +353,15 @@ def test_evaluate_keeps_fields_with_unicode_separators_and_names_a_damaged_packa
     broken = world.hostile_package(lambda p: shutil.rmtree(p / "tokenizer"))
     assert cli.main(world.evaluate("--output", str(world.tmp / "broken"), model=broken)) == 3
     assert "tokenizer/settings.json: missing: the model package has no tokenizer" in one_error(capsys)
+
+
+def test_every_error_kind_has_the_exit_code_of_the_readme_table():
+    """The CLI's one table (`cli.EXIT_CODES`) against the README's errors table."""
+    readme = (REPO / "README.md").read_text()
+    documented = {int(code) for code in re.findall(r"^\| (\d) \| ", readme, flags=re.MULTILINE)}
+    kinds = {errors.ConfigError(["x"]): 2, errors.InputError("u", "r"): 3, errors.CheckpointError("u", "r"): 3,
+             errors.OutputError("u", "r"): 4, errors.StorageFailure("u", "r"): 5, errors.ClusterFailure("x"): 6,
+             errors.OrchestrationFailure("x"): 7, errors.S2SError("x"): 1}
+    for error, code in kinds.items():
+        assert cli.exit_code(error) == code, type(error).__name__
+    assert {code for code in kinds.values() if code != 1} <= documented

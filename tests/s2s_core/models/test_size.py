@@ -76,9 +76,8 @@ def rewrite_config(package, **changes) -> None:
 def test_a_package_too_large_to_load_is_refused_before_building(tiny_package):
     rewrite_config(tiny_package, d_model=1_000_000_000, heads=1)
     with pytest.raises(CheckpointError, match=r"config\.json: a transformer of about 2\.4e\+19 parameters "
-                                              r"needs about 9\.60e\+10 GB") as info:
+                                              r"needs about 9\.60e\+10 GB"):
         load_package(tiny_package)
-    assert info.value.exit_code == 3
 
 
 def test_the_limit_is_the_callers(tiny_package):

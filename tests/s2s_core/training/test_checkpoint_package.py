@@ -52,7 +52,7 @@ def test_damaged_checkpoints_are_named(trained, real_pairs, tmp_path, damage, me
     damage(copy)
     with pytest.raises(CheckpointError, match=message) as info:
         make_trainer(real_pairs, run).resume_from(copy)
-    assert info.value.exit_code == 3 and "\n" not in str(info.value)
+    assert "\n" not in str(info.value)
 
 
 def test_checkpoint_of_another_model_is_refused(trained, real_pairs, tokenizer, tmp_path):
