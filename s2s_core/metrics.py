@@ -163,49 +163,24 @@ def paired_bootstrap(baseline: Sequence[str], candidate: Sequence[str], referenc
                 out[kind] = _paired_test(base_rouge[kind].mean(), cand_rouge[kind].mean(),
                                          base_rouge[kind][samples].mean(axis=1), cand_rouge[kind][samples].mean(axis=1))
         else:
-            scorer = _SufficientStatistics(name)
-            base_stats, cand_stats = (scorer.of_sentences(h, references) for h in (baseline, candidate))
-            out[name] = _paired_test(scorer.score(base_stats.sum(0)), scorer.score(cand_stats.sum(0)),
-                                     np.array([scorer.score(base_stats[row].sum(0)) for row in samples]),
-                                     np.array([scorer.score(cand_stats[row].sum(0)) for row in samples]))
+            out[name] = _sacrebleu_paired_test(name, baseline, candidate, references, resamples)
     return out
 
 
-class _SufficientStatistics:
-    """Per-sentence sufficient statistics of a sacrebleu metric, and the corpus score of summed
-    ones: resampling sums rows instead of rescoring texts (the way sacrebleu's own significance
-    tests resample), so a resample costs microseconds, not a corpus rescoring.
+def _sacrebleu_paired_test(name: str, baseline: Sequence[str], candidate: Sequence[str],
+                           references: Sequence[str], resamples: int) -> dict:
+    """sacrebleu's own paired bootstrap (`PairedTest`, its seed): the public path, which sums
+    per-sentence statistics instead of rescoring every resample.
 
-    BLEU goes through sacrebleu's public API: each sentence's `BLEUScore` carries its statistics
-    (`sys_len`, `ref_len`, `counts`, `totals`) and `BLEU.compute_bleu` scores their sums. chrF's
-    `CHRFScore` carries none and sacrebleu 2.6 has no public call that returns or consumes them,
-    so chrF uses the two methods sacrebleu's `significance` module itself uses; rescoring the
-    resampled texts with `corpus_score` instead gives the same numbers (a test checks it) but
-    takes minutes (1,000 resamples of 500 sentences: about 130 s per system).
-    """
-
-    def __init__(self, name: str) -> None:
-        self.metric = SACREBLEU_METRICS[name]()
-
-    def of_sentences(self, hypotheses: Sequence[str], references: Sequence[str]) -> np.ndarray:
-        """[sentences, statistics] integer statistics, one row per sentence."""
-        if isinstance(self.metric, BLEU):
-            scores = (self.metric.corpus_score([hypothesis], [[reference]])
-                      for hypothesis, reference in zip(hypotheses, references))
-            rows = [[score.sys_len, score.ref_len, *score.counts, *score.totals] for score in scores]
-        else:
-            rows = self.metric._extract_corpus_statistics(list(hypotheses), [list(references)])
-        return np.array(rows, dtype=np.int64)
-
-    def score(self, statistics: np.ndarray) -> float:
-        """The corpus score of summed statistics (one row of `of_sentences`'s shape)."""
-        if isinstance(self.metric, BLEU):
-            order = self.metric.max_ngram_order
-            return float(BLEU.compute_bleu(
-                list(statistics[2:2 + order]), list(statistics[2 + order:]), int(statistics[0]), int(statistics[1]),
-                smooth_method=self.metric.smooth_method, smooth_value=self.metric.smooth_value,
-                effective_order=self.metric.effective_order, max_ngram_order=order).score)
-        return float(self.metric._compute_score_from_stats(list(statistics)).score)
+    One departure: equal scores get p = 1. sacrebleu counts only resampled differences strictly
+    above the observed one, so a system against itself gets its smallest p-value (1/(n+1)), which
+    a report would call significant although there is no difference at all."""
+    test = PairedTest([("baseline", list(baseline)), ("candidate", list(candidate))],
+                      {name: SACREBLEU_METRICS[name]()}, [list(references)], test_type="bs", n_samples=resamples)
+    _, results = test()
+    (base, cand), = (scores for key, scores in results.items() if key != "System")
+    assert isinstance(base, Result) and isinstance(cand, Result) and cand.p_value is not None
+    return _comparison(base.score, cand.score, 1.0 if cand.score == base.score else float(cand.p_value))
 
 
 def _paired_test(baseline: float, candidate: float, baseline_resampled: np.ndarray,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import sacrebleu
 
-from s2s_core.metrics import _SufficientStatistics, bleu_chrf, corpus_scores, paired_bootstrap, translation_scores
+from s2s_core.metrics import bleu_chrf, corpus_scores, paired_bootstrap, translation_scores
 from tests.conftest import SAMPLE
 
 PAIRS = [line.split("\t")[:2] for line in (SAMPLE / "dev.tsv").read_text(encoding="utf-8").splitlines()[:200]]
@@ -52,22 +52,19 @@ def test_bleu_chrf_is_sacrebleus_public_corpus_score_on_the_test_set(output):
                                                       for k in ("bleu", "chrf")}
 
 
-@pytest.mark.parametrize("name", ["bleu", "chrf"])
-def test_resampling_summed_statistics_equals_rescoring_the_resampled_texts(name):
-    """The paired test sums per-sentence statistics; sacrebleu's public corpus_score on the
-    resampled texts must give the very same scores (this pins chrF's use of sacrebleu's own
-    resampling methods to its public API)."""
-    import numpy as np
+def test_paired_bleu_and_chrf_are_sacrebleus_own_paired_bootstrap():
+    """The public path: the same scores and p-values as sacrebleu's `PairedTest`, seed and all."""
+    from sacrebleu.significance import PairedTest
 
-    hypotheses = TEST_OUTPUTS["first half"][:120]
-    references = TEST_REFERENCES[:120]
-    scorer = _SufficientStatistics(name)
-    statistics = scorer.of_sentences(hypotheses, references)
-    metric = sacrebleu.BLEU() if name == "bleu" else sacrebleu.CHRF()
-    assert scorer.score(statistics.sum(0)) == metric.corpus_score(hypotheses, [references]).score
-    for rows in np.random.default_rng(0).integers(0, len(references), size=(5, len(references))):
-        rescored = metric.corpus_score([hypotheses[i] for i in rows], [[references[i] for i in rows]]).score
-        assert scorer.score(statistics[rows].sum(0)) == rescored
+    candidate = TEST_OUTPUTS["first half"][:120]
+    baseline, references = TEST_OUTPUTS["dropped word"][:120], TEST_REFERENCES[:120]
+    ours = paired_bootstrap(baseline, candidate, references, ["bleu", "chrf"], resamples=100)
+    for name, metric in (("bleu", sacrebleu.BLEU()), ("chrf", sacrebleu.CHRF())):
+        _, results = PairedTest([("b", baseline), ("c", candidate)], {name: metric}, [references],
+                                test_type="bs", n_samples=100)()
+        (base, cand), = (scores for key, scores in results.items() if key != "System")
+        assert ours[name]["baseline"] == round(metric.corpus_score(baseline, [references]).score, 2)
+        assert (ours[name]["candidate"], ours[name]["p_value"]) == (round(cand.score, 2), round(cand.p_value, 4))
 
 
 def test_bootstrap_intervals_and_p_values_are_pinned():
@@ -78,8 +75,8 @@ def test_bootstrap_intervals_and_p_values_are_pinned():
     assert scores["signature"]["bleu"].startswith("nrefs:1|bs:200|seed:12345|case:mixed|eff:no|tok:13a|smooth:exp|")
     ten_fixed = [r if i < 10 else h for i, (h, r) in enumerate(zip(HYPOTHESES, REFERENCES))]
     assert paired_bootstrap(HYPOTHESES, ten_fixed, REFERENCES, ["bleu", "chrf"], resamples=300) == {
-        "bleu": {"baseline": 76.02, "candidate": 77.3, "delta": 1.28, "p_value": 0.093},
-        "chrf": {"baseline": 80.4, "candidate": 81.39, "delta": 1.0, "p_value": 0.0797}}
+        "bleu": {"baseline": 76.02, "candidate": 77.3, "delta": 1.28, "p_value": 0.0698},
+        "chrf": {"baseline": 80.4, "candidate": 81.39, "delta": 1.0, "p_value": 0.0631}}
 
 
 def test_mismatched_lengths_are_refused():
