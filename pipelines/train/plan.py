@@ -148,7 +148,9 @@ def check_init_from(storage: Storage, train: TrainConfig, manifest: dict) -> Non
 
 
 def run_config_of(train: TrainConfig, model: Any, data: str, manifest: dict) -> dict:
-    return {"train": to_dict(train), "model": to_dict(model), "data": data, "dataset_id": manifest.get("dataset_id")}
+    """What a run records in its `config.json`: the model config once, under "model"."""
+    train_fields = {key: value for key, value in to_dict(train).items() if key != "model"}
+    return {"train": train_fields, "model": to_dict(model), "data": data, "dataset_id": manifest.get("dataset_id")}
 
 
 def _config_changes(old: dict, new: dict) -> list[str]:

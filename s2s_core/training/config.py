@@ -1,16 +1,20 @@
 """Training configuration: optimiser, schedule, batching, validation and checkpoint sections.
 
-The model itself is a named preset (`preset`) plus overrides (`model`), resolved into a typed
-model config by `resolve()`; the run writes both out in full.
+The model itself is a named preset (`preset`) plus overrides (the config's `model` mapping),
+resolved by `resolve()` into the typed model config `TrainConfig.model`; the run writes it out
+in full.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from s2s_core import config as config_lib
 from s2s_core.errors import ConfigError
+from s2s_core.models.config import PRESETS, ModelConfig, model_config
+
+DEFAULT_PRESET = "transformer-small"
 
 
 @dataclass(kw_only=True)
@@ -117,10 +121,11 @@ class CheckpointConfig:
 
 @dataclass(kw_only=True)
 class TrainConfig:
-    preset: str = "transformer-small"
+    preset: str = DEFAULT_PRESET
     """Named model preset (see `s2s_core.models.PRESETS`)."""
-    model: dict[str, Any] = field(default_factory=dict)
-    """Overrides of the preset's fields, e.g. `{dropout: 0.2}`."""
+    model: ModelConfig = field(default_factory=PRESETS[DEFAULT_PRESET])
+    """The model: `preset` overlaid with the config's `model` mapping of overrides (e.g.
+    `model.dropout=0.2`), as `resolve()` builds it."""
     max_steps: int = 10000
     """Optimiser steps to train for."""
     max_epochs: int = 0
@@ -151,33 +156,36 @@ class TrainConfig:
         return config_lib.at_least(self, 1, "max_steps", "log_every") + config_lib.at_least(self, 0, "max_epochs", "max_minutes")
 
 
-def resolve(data: dict[str, Any]) -> tuple[TrainConfig, Any]:
-    """Build the training config and its model config from plain data, reporting every
-    problem of both at once.
+def resolve(data: dict[str, Any]) -> tuple[TrainConfig, ModelConfig]:
+    """Build the training config, with its typed model config, from plain data (where `model`
+    holds overrides of the preset's fields), reporting every problem of both at once.
 
     Returns:
-        (TrainConfig, ModelConfig) — the model config is the preset overlaid with `model`.
+        (TrainConfig, its `model`).
     Raises:
         ConfigError: every unknown key, bad value and unknown preset together.
     """
-    from s2s_core.models import model_config
-
     problems: list[str] = []
+    plain = data if isinstance(data, dict) else {}
     try:
-        train = config_lib.build(TrainConfig, data)
+        train = config_lib.build(TrainConfig, {key: value for key, value in plain.items() if key != "model"}
+                                 if isinstance(data, dict) else data)
     except ConfigError as err:
         problems += err.problems
         train = None
-    preset = data.get("preset", TrainConfig.preset) if isinstance(data, dict) else TrainConfig.preset
-    overrides = data.get("model", {}) if isinstance(data, dict) else {}
+    overrides = plain.get("model", {})
+    if not isinstance(overrides, dict):
+        problems.append(f"`model` must be a mapping of the preset's fields, not {type(overrides).__name__}")
+        overrides = {}
     try:
-        model = model_config(str(preset), overrides if isinstance(overrides, dict) else {})
+        model = model_config(str(plain.get("preset", DEFAULT_PRESET)), overrides)
     except ConfigError as err:
         problems += [p if p.startswith("unknown model preset") else _in_model(p) for p in err.problems]
         model = None
-    if problems or train is None:  # train is None only with problems
+    if problems or train is None or model is None:  # None only with problems
         raise ConfigError(problems)
-    return train, model
+    train = replace(train, model=model)
+    return train, train.model
 
 
 def _in_model(problem: str) -> str:

@@ -23,7 +23,7 @@ def test_defaults_resolve_to_transformer_small():
 def test_model_overrides_reach_the_model_config():
     train, model = resolve({"preset": "lstm-attention", "model": {"attention": "luong-dot", "layers": 1}})
     assert (model.family, model.attention, model.layers) == ("lstm", "luong-dot", 1)
-    assert train.model == {"attention": "luong-dot", "layers": 1}
+    assert train.model is model  # typed: the preset with its overrides, not the overrides alone
 
 
 def test_every_problem_is_reported_at_once():
