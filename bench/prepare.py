@@ -13,6 +13,13 @@ clean; the parent samples that subprocess's process tree every 0.1 s with psutil
 
 With --repeat N, wall time and peak memory are per-row medians. The markdown table goes to
 stdout and bench/out/prepare.md.  Usage: .venv/bin/python bench/prepare.py [--repeat 3]
+
+Two more modes (bench/prepare_scale.py), either or both in one run instead of the rows above:
+  --scale 1,4,16    the whole `s2s prepare` on 1x/4x/16x distinct copies of the input: wall, peak
+                    RSS of the tree and of the largest Ray task -> bench/out/prepare_scale.md
+  --language-id     `s2s prepare` with clean.language_id off and on: wall ratio, the rejected
+                    count and 20 random rejects -> bench/out/language_id.md
+  --base-rows N     use the input's first N lines (smoke runs of either mode)
 """
 
 import argparse
@@ -20,7 +27,6 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,12 +36,11 @@ from pathlib import Path
 
 import psutil
 
-REPO = Path(__file__).resolve().parents[1]
+# Sibling scripts, not a package: `python bench/prepare.py` puts bench/ on sys.path.
+from scale_corpus import MB, REPO, child_env, failed, run_measured
+
 DEFAULT_INPUT = "../shared/data/en-it/train.tsv"
 OUT_MD = REPO / "bench" / "out" / "prepare.md"
-SERVICE_MARKS = ("gcs_server", "raylet", "dashboard", "DashboardAgent", "RuntimeEnvAgent", "runtime_env",
-                 "log_monitor", "autoscaler", "uvicorn", "prefect.server")  # Ray daemons, Prefect API server
-MB = 1 << 20
 TOKENIZER = "tokenizer (in end to end)"
 
 # --- the baseline: the same cleaning rules as s2s_core.data.cleaning (defaults), by hand ---
@@ -160,49 +165,14 @@ def child(args: argparse.Namespace) -> None:
 
 
 # --- the parent: spawn, sample memory, tabulate ---
-def is_service(proc: psutil.Process) -> bool:
-    text = " ".join(proc.cmdline()) or proc.name()
-    return any(mark in text for mark in SERVICE_MARKS)
-
-
-def sample(root: psutil.Process) -> tuple[int, int]:
-    """(work RSS, services RSS) summed over `root` and all its descendants, in bytes."""
-    totals = [0, 0]
-    try:
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0, 0
-    for proc in procs:
-        try:
-            totals[is_service(proc)] += proc.memory_info().rss
-        except psutil.Error:
-            continue
-    return totals[0], totals[1]
-
-
 def measure(cmd: list[str], env: dict, log: Path) -> dict:
     """Run `cmd`, sampling its process tree's RSS every 0.1 s. Returns wall, peaks, its RESULT."""
-    with open(log, "w") as sink:
-        started = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT)
-        root, peak_work, peak_services = psutil.Process(proc.pid), 0, 0
-        while proc.poll() is None:
-            work, services = sample(root)
-            peak_work, peak_services = max(peak_work, work), max(peak_services, services)
-            time.sleep(0.1)
-        wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}); last output:\n{log.read_text()[-3000:]}")
-    found = [line[7:] for line in log.read_text().splitlines() if line.startswith("RESULT ")]
-    result = json.loads(found[-1]) if found else {"wall": wall}
-    return result | {"process_wall": wall, "rss": peak_work / MB, "services": peak_services / MB}
-
-
-def child_env(cpus: int | None) -> dict:
-    """Our environment, less any Ray address (each row starts its own local Ray)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "S2S_RAY_ADDRESS", "S2S_LOCAL_RAY_CPUS")}
-    return env | {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PYTHONUNBUFFERED": "1"} \
-        | ({"S2S_LOCAL_RAY_CPUS": str(cpus)} if cpus else {})
+    run = run_measured(cmd, env, log, interval=0.1)
+    if run.returncode != 0:
+        sys.exit(failed(cmd, run))
+    found = [line[7:] for _, line in run.lines if line.startswith("RESULT ")]
+    result = json.loads(found[-1]) if found else {"wall": run.wall}
+    return result | {"process_wall": run.wall, "rss": run.peak_work / MB, "services": run.peak_services / MB}
 
 
 def one_round(args: argparse.Namespace, tmp: Path) -> dict[str, dict]:
@@ -275,12 +245,23 @@ def main() -> None:
     parser.add_argument("--input", help=f"TSV corpus (default: {DEFAULT_INPUT}, relative to the repo)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per row; the median is reported")
     parser.add_argument("--cpus", type=int, default=None, help="CPUs for the local Ray (default: all)")
+    parser.add_argument("--scale", help="copies of the input, e.g. 1,4,16: the scale mode (see above)")
+    parser.add_argument("--language-id", action="store_true", help="clean.language_id off vs on (see above)")
+    parser.add_argument("--base-rows", type=int, default=None, help="--scale/--language-id: first N lines only")
     parser.add_argument("--row", choices=("baseline", "shard", "tokenizer"), help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.input = str((REPO / DEFAULT_INPUT).resolve() if args.input is None else Path(args.input).resolve())
     if args.row:
         return child(args)
+    if args.scale or args.language_id:
+        import prepare_scale  # the two corpus-scale modes
+
+        if args.scale:
+            prepare_scale.scale_mode(args)
+        if args.language_id:
+            prepare_scale.language_mode(args)
+        return
     data = Path(args.input).read_bytes()  # also warms the page cache for the first row
     input_rows, input_bytes = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1), len(data)
     args.load = os.getloadavg()[0]  # other work on the machine skews every wall time
