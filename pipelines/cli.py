@@ -138,6 +138,12 @@ def _generate_parser(sub: argparse._SubParsersAction, name: str, what: str) -> N
     p.add_argument("--output", metavar="URI", help="output location for --input")
     p.add_argument("--column", default="source", help="text column/field (TSV: field number); default source (TSV: 0)")
     p.add_argument("--id-column", metavar="COLUMN", help="row id column; default file:row")
+    p.add_argument("--source-lang", metavar="CODE", help="source language of a multilingual model (NLLB eng_Latn, "
+                                                         "mBART en_XX, M2M-100 en); default: the package's")
+    p.add_argument("--target-lang", metavar="CODE", help="target language (NLLB ita_Latn, mBART it_IT, M2M-100 it); "
+                                                         "default: the package's")
+    p.add_argument("--target-lang-column", metavar="COLUMN",
+                   help="with --input: column of each row's target language code (TSV: field number)")
     p.add_argument("--workers", type=int, default=1, help="Ray actors, each with the model loaded once; default 1")
     p.add_argument("--cpus-per-worker", type=float, default=1, metavar="C", help="CPUs per actor (and torch threads)")
     p.add_argument("--gpus-per-worker", type=float, default=0, metavar="G", help="GPUs per actor; 0 runs on CPU")
@@ -149,11 +155,22 @@ def _generate_parser(sub: argparse._SubParsersAction, name: str, what: str) -> N
     p.set_defaults(run=_run_generate, task=name)
 
 
+def _language_overrides(args: argparse.Namespace) -> list[str]:
+    """--source-lang/--target-lang as decoding options (JSON-quoted: `no` stays a code, not false)."""
+    import json
+
+    return [f"{name}={json.dumps(code)}" for name, code in (("source_lang", args.source_lang),
+                                                            ("target_lang", args.target_lang)) if code is not None]
+
+
 def _run_generate(args: argparse.Namespace, settings: settings_module.Settings) -> int:
+    args.overrides = [*args.overrides, *_language_overrides(args)]
     if args.input is None:
         from pipelines.generate.interactive import generate_lines
         from s2s_core.generation.config import resolve_generation
 
+        if args.target_lang_column is not None:
+            raise ConfigError(["`--target-lang-column` needs --input (a dataset with that column): use --target-lang"])
         config = resolve_generation(args.config, args.overrides, args.task)
         return generate_lines(settings, args.task, args.model, config, args.text)
     if args.output is None:
@@ -167,7 +184,8 @@ def _run_bulk(args: argparse.Namespace, settings: settings_module.Settings) -> i
     from pipelines.storage import Storage
 
     request = BulkRequest(task=args.task, model=args.model, input=args.input, output=args.output,
-                          column=args.column, id_column=args.id_column, workers=args.workers,
+                          column=args.column, id_column=args.id_column, target_lang_column=args.target_lang_column,
+                          workers=args.workers,
                           cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
                           config_file=args.config, overrides=args.overrides, overwrite=args.overwrite,
                           unit_mb=args.unit_mb, ray_address=settings.ray_address)

@@ -109,7 +109,8 @@ class Tokenizer:
         if kind not in IMPORTED_FORMATS:
             raise InputError(str(Path(directory) / SETTINGS_FILE), f"unknown tokenizer format {kind!r} (known: "
                                                                    f"sentencepiece, {', '.join(IMPORTED_FORMATS)})")
-        return ImportedTokenizer(Path(directory), settings["sides"][side], IMPORTED_FORMATS[kind])
+        return ImportedTokenizer(Path(directory), settings["sides"][side], IMPORTED_FORMATS[kind],
+                                 languages=settings.get("languages"), origin=settings.get("origin"))
 
     @property
     def vocab_size(self) -> int:
@@ -121,6 +122,11 @@ class Tokenizer:
     tokens generation forces first (a target language code)."""
     suffix: tuple[int, ...] = (EOS_ID,)
     """Ids a model row of this side ends with."""
+    languages: dict[str, Any] | None = None
+    """An imported multilingual model's settings.json `languages` (layout, code -> token, the
+    defaults): `s2s_core.generation.languages` chooses the languages of each row with it."""
+    origin: str | None = None
+    """The family an imported tokenizer came from (marian, m2m_100, bart, mbart); None: ours."""
 
     def row(self, ids: Sequence[int]) -> list[int]:
         """A model row of encoded text: `prefix + ids + suffix`."""
@@ -242,8 +248,10 @@ class ImportedTokenizer(Tokenizer):
     """One side of an imported model's tokenizer, behind the `Tokenizer` interface: the origin's
     own ids, reordered into ours (`IdOrder`), and the side's `prefix`/`suffix` tokens."""
 
-    def __init__(self, directory: Path, side: dict[str, Any], reader: type[_PieceMap] | type[_JsonTokenizer]) -> None:
+    def __init__(self, directory: Path, side: dict[str, Any], reader: type[_PieceMap] | type[_JsonTokenizer],
+                 languages: dict[str, Any] | None = None, origin: str | None = None) -> None:
         self.path = directory / side["model"]
+        self.languages, self.origin = languages, origin
         if not self.path.is_file():
             raise InputError(str(self.path), "tokenizer model not found")
         self._reader = reader(directory, side)
@@ -252,8 +260,10 @@ class ImportedTokenizer(Tokenizer):
         self.prefix = tuple(self.token_to_id(token) for token in side.get("prefix", []))
         self.suffix = tuple(self.token_to_id(token) for token in side.get("suffix", ["</s>"]))
         # Decoding drops the special tokens (unk too) and the templates' language codes, as Hugging
-        # Face's `skip_special_tokens` does.
+        # Face's `skip_special_tokens` does: every language code where they are special tokens.
+        codes = list(languages["codes"].values()) if languages and languages.get("special") else []
         self._skip = {self._origin[i] for i in (PAD_ID, UNK_ID, BOS_ID, EOS_ID, *self.prefix, *self.suffix)}
+        self._skip |= {found for token in codes if (found := self._reader.token_id(token)) is not None}
 
     def token_to_id(self, token: str) -> int:
         """Our id of `token` (a language code, a special token).

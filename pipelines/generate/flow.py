@@ -54,14 +54,15 @@ def _run_name() -> str:
 def bulk_generate(task: str, model: str, input: str, output: str, column: str = "source",  # noqa: A002
                   id_column: str | None = None, workers: int = 1, cpus_per_worker: float = 1.0,
                   gpus_per_worker: float = 0.0, config_file: str | None = None, overrides: list[str] | None = None,
-                  overwrite: bool = False, unit_mb: float = 32.0, ray_address: str | None = None) -> dict:
+                  overwrite: bool = False, unit_mb: float = 32.0, ray_address: str | None = None,
+                  target_lang_column: str | None = None) -> dict:
     """`task` ('translate' or 'summarize') every row of `input` with the package `model` into
     `output` (see `BulkRequest` for the parameters); returns the `_SUCCESS` summary (counts,
     options, throughput)."""
     request = BulkRequest(task=task, model=model, input=input, output=output, column=column, id_column=id_column,
                           workers=workers, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
                           config_file=config_file, overrides=overrides, overwrite=overwrite, unit_mb=unit_mb,
-                          ray_address=ray_address)
+                          ray_address=ray_address, target_lang_column=target_lang_column)
     settings = run_settings(ray_address)
     storage = Storage(settings.s3)
     io = io_task_options(settings)

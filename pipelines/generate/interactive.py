@@ -14,6 +14,7 @@ import itertools
 import sys
 from typing import Iterable, Iterator, TextIO
 
+from pipelines.generate.plan import check_languages
 from pipelines.generate.rows import text_problem
 from pipelines.packages import open_text_layer
 from pipelines.settings import Settings
@@ -30,9 +31,12 @@ def generate_lines(settings: Settings, task: str, model: str, config: Generation
     """Print one output line per input text (`texts`, else each stdin line); returns 0.
 
     Raises:
+        ConfigError: a language option the model cannot take.
         InputError: some lines could not be used (after every other line got its output).
     """
-    text_layer = open_text_layer(Storage(settings.s3), absolute(model), task, config)
+    storage, model = Storage(settings.s3), absolute(model)
+    check_languages(storage, model, config)  # an unknown code: one line before the model loads
+    text_layer = open_text_layer(storage, model, task, config)
     out = stdout or sys.stdout
     lines = _checked(texts) if texts is not None else _stdin_lines(stdin or sys.stdin)
     bad: list[tuple[int, str]] = []

@@ -23,7 +23,9 @@ from pipelines.storage import NotFound, Storage, absolute, is_s3, join
 from s2s_core.config import to_dict
 from s2s_core.errors import CheckpointError, ConfigError, OutputError
 from s2s_core.export.ct2 import EXPORT_DIR, EXPORT_INFO
-from s2s_core.generation.config import resolve_generation
+from s2s_core.generation.config import GenerationConfig, resolve_generation
+from s2s_core.generation.languages import language_problems, no_languages
+from s2s_core.tokenizer import SETTINGS_FILE
 
 JOB_FILE = "_job.json"
 BULK_JOB = OutputKind(what="bulk job", record=JOB_FILE)
@@ -45,6 +47,9 @@ class BulkRequest:
     """Text column/field (TSV: field number)."""
     id_column: str | None = None
     """Row id column; None: file:row."""
+    target_lang_column: str | None = None
+    """Column of each row's target language code (multilingual models); None: the job's (the
+    decoding option `target_lang`, else the package's default) for every row."""
     workers: int = 1
     """Ray actors, each with the model loaded once."""
     cpus_per_worker: float = 1.0
@@ -94,7 +99,8 @@ def plan(storage: Storage, request: BulkRequest) -> BulkPlan:
         raise OutputError(output, f"holds the model package {model}: --overwrite would delete it; "
                                   "give an --output that does not contain the package")
     check_package_files(storage, model)
-    columns = Columns(request.column, request.id_column)
+    check_languages(storage, model, config, request.target_lang_column)
+    columns = Columns(request.column, request.id_column, request.target_lang_column)
     spec = JobSpec(storage=storage, task=request.task, model=model, model_id=package_id(storage, model),
                    config=config, columns=columns, output=output,
                    device="cuda" if request.gpus_per_worker > 0 else "cpu",
@@ -133,6 +139,34 @@ def check_package_files(storage: Storage, model: str) -> None:
             raise CheckpointError(uri, f"corrupted: its SHA-256 does not match {METADATA}")
 
 
+def check_languages(storage: Storage, model: str, config: GenerationConfig, lang_column: str | None = None) -> None:
+    """Check the language options against the languages the package records (its tokenizer's
+    settings.json, read alone: no model is loaded), so that an unknown code is one line naming
+    the closest ones before anything starts. Codes from a language column are checked per row.
+
+    Raises:
+        ConfigError: an unknown code, a model without languages given one or a language column,
+            or both `target_lang` and a language column.
+    """
+    if config.source_lang is None and config.target_lang is None and lang_column is None:
+        return
+    uri = join(model, "tokenizer", SETTINGS_FILE)
+    try:
+        settings = storage.read_json(uri)
+    except NotFound:
+        package_id(storage, model)  # not a package at all: say that
+        raise CheckpointError(uri, "missing from the model package") from None
+    section = settings.get("languages") if isinstance(settings, dict) else None
+    origin = settings.get("origin") if isinstance(settings, dict) else None
+    problems = language_problems(section, origin, config.source_lang, config.target_lang)
+    if lang_column is not None and section is None:
+        problems.append(f"`--target-lang-column`: {no_languages(origin)}")
+    if lang_column is not None and config.target_lang is not None:
+        problems.append("`--target-lang` and `--target-lang-column`: give one (the column gives each row's language)")
+    if problems:
+        raise ConfigError(problems)
+
+
 def _sha256(storage: Storage, uri: str) -> str:
     digest = hashlib.sha256()
     with storage.open_read(uri) as handle:
@@ -147,7 +181,8 @@ def job_identity(spec: JobSpec, input_uri: str, units: list[Unit], unit_mb: floa
     options.pop("max_tokens")  # batching changes speed, not outputs (batch invariance)
     return {"task": spec.task, "model_id": spec.model_id, "generation": options, "input": input_uri,
             "export": export_id(spec) if spec.config.engine != "torch" else None,
-            "columns": {"text": spec.columns.text, "id": spec.columns.id}, "unit_mb": unit_mb,
+            "columns": {"text": spec.columns.text, "id": spec.columns.id,
+                        **({"target_lang": spec.columns.lang} if spec.columns.lang else {})}, "unit_mb": unit_mb,
             "units": len(units), "units_sha256": hashlib.sha256("\n".join(u.id for u in units).encode()).hexdigest()}
 
 

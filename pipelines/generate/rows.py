@@ -1,8 +1,8 @@
 """Reading one unit's rows: ids and texts, with a reason for every row that cannot be used.
 
 A bad row (null, not a string, invalid UTF-8 or a lone surrogate, a NUL byte, invalid JSON, not
-a JSON object, missing field) is kept with its error, so it still gets an output row and is
-counted: nothing is dropped silently. A file that cannot be read at all (a damaged Parquet row
+a JSON object, missing field; with a target language column, a missing or unusable code) is kept
+with its error, so it still gets an output row and is counted: nothing is dropped silently. A file that cannot be read at all (a damaged Parquet row
 group) is an InputError naming the file and the row group: no row of it can be answered.
 """
 
@@ -22,29 +22,46 @@ from s2s_core.data.readers import split_lines
 from s2s_core.errors import InputError
 
 
+class _Missing:
+    """The field is absent from the row (not null: absent)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+NO_LANGUAGE = _Missing("no language column")
+"""The language of a row when the job has no language column (not an error)."""
+
+
 @dataclass
 class UnitRows:
     """Parallel lists, one entry per input row of the unit."""
 
     ids: list[str] = field(default_factory=list)
     texts: list[str | None] = field(default_factory=list)
-    """The text to generate from; None for a bad row."""
+    """The text to generate from; None when it is unusable."""
     errors: list[str | None] = field(default_factory=list)
     """Why a row is bad; None for a good one."""
+    langs: list[str | None] = field(default_factory=list)
+    """The row's target language code (from the language column); None: the job's."""
 
-    def add(self, row_id: str, value: Any) -> None:
-        """Add a row whose text field holds `value` (any JSON/Arrow value)."""
+    def add(self, row_id: str, value: Any, lang: Any = NO_LANGUAGE) -> None:
+        """Add a row whose text field holds `value` and language field `lang` (any JSON/Arrow
+        value; `NO_LANGUAGE`: the job has no language column)."""
         text, error = _as_text(value)
+        code, problem = (None, None) if lang is NO_LANGUAGE else _as_text(lang)
+        if error is None and problem is not None:
+            error = f"target language: {problem}"
+        elif error is None and code is not None and not code.strip():
+            error = "target language: empty"
         self.ids.append(row_id)
         self.texts.append(text)
         self.errors.append(error)
+        self.langs.append(code)
 
-
-class _Missing:
-    """The field is absent from the row (not null: absent)."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
+    def reject(self, index: int, reason: str) -> None:
+        """Mark row `index` bad (its text is kept for the output row)."""
+        self.errors[index] = reason
 
 
 def _as_text(value: Any) -> tuple[str | None, str | None]:
@@ -95,8 +112,8 @@ def read_unit(storage: Storage, unit: Unit, columns: Columns) -> UnitRows:
     parse = _jsonl_fields if unit.format == "jsonl" else _tsv_fields
     rows = UnitRows()
     for line_start, line in zip(_line_starts(data, start), lines):
-        text, row_id = parse(line, columns)
-        rows.add(f"{unit.name}@{line_start}" if row_id is None else safe_id(row_id), text)
+        text, row_id, lang = parse(line, columns)
+        rows.add(f"{unit.name}@{line_start}" if row_id is None else safe_id(row_id), text, lang)
     return rows
 
 
@@ -110,14 +127,15 @@ def _line_starts(data: bytes, start: int) -> list[int]:
 
 
 def _parquet_rows(storage: Storage, unit: Unit, columns: Columns) -> UnitRows:
-    table = _read_row_groups(storage, unit, [c for c in dict.fromkeys((columns.text, columns.id)) if c])
+    table = _read_row_groups(storage, unit, list(columns.named()))
     if unit.row_range is not None:
         table = table.slice(unit.row_range[0], unit.row_range[1] - unit.row_range[0])
     texts = _as_bytes(table.column(columns.text)).to_pylist()
     ids = _as_bytes(table.column(columns.id)).to_pylist() if columns.id else [None] * len(texts)
+    langs = _as_bytes(table.column(columns.lang)).to_pylist() if columns.lang else [NO_LANGUAGE] * len(texts)
     rows = UnitRows()
-    for i, (text, row_id) in enumerate(zip(texts, ids)):
-        rows.add(f"{unit.name}:{unit.first_row + i}" if row_id is None else safe_id(row_id), text)
+    for i, (text, row_id, lang) in enumerate(zip(texts, ids, langs)):
+        rows.add(f"{unit.name}:{unit.first_row + i}" if row_id is None else safe_id(row_id), text, lang)
     return rows
 
 
@@ -147,26 +165,32 @@ def _as_bytes(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return column
 
 
-def _jsonl_fields(line: bytes, columns: Columns) -> tuple[Any, Any]:
+def _jsonl_fields(line: bytes, columns: Columns) -> tuple[Any, Any, Any]:
+    """(text, id, language) of a JSONL line; a bad line's text is `_Missing` with the reason."""
     try:
         record = json.loads(line.decode("utf-8"))
     except UnicodeDecodeError as err:
-        return _Missing(f"invalid UTF-8 byte at column {err.start + 1}"), None
+        return _Missing(f"invalid UTF-8 byte at column {err.start + 1}"), None, NO_LANGUAGE
     except json.JSONDecodeError as err:
-        return _Missing(f"invalid JSON ({err.msg})"), None
+        return _Missing(f"invalid JSON ({err.msg})"), None, NO_LANGUAGE
     except ValueError:  # an integer over Python's digit limit (JSONDecodeError is caught above)
-        return _Missing("invalid JSON (a number too long)"), None
+        return _Missing("invalid JSON (a number too long)"), None, NO_LANGUAGE
     except RecursionError:
-        return _Missing("invalid JSON (nested too deeply)"), None
+        return _Missing("invalid JSON (nested too deeply)"), None, NO_LANGUAGE
     if not isinstance(record, dict):
-        return _Missing(f"not a JSON object (a JSON {json_kind(record)})"), None
+        return _Missing(f"not a JSON object (a JSON {json_kind(record)})"), None, NO_LANGUAGE
     text = record[columns.text] if columns.text in record else _Missing(f"no field '{columns.text}'")
-    return text, record.get(columns.id) if columns.id else None
+    lang = NO_LANGUAGE if columns.lang is None else record.get(columns.lang, _Missing(f"no field '{columns.lang}'"))
+    return text, record.get(columns.id) if columns.id else None, lang
 
 
-def _tsv_fields(line: bytes, columns: Columns) -> tuple[Any, Any]:
+def _tsv_fields(line: bytes, columns: Columns) -> tuple[Any, Any, Any]:
+    """(text, id, language) of a TSV line."""
     fields = line.split(b"\t")
     text_field, id_field = columns.tsv_field(columns.text), columns.tsv_field(columns.id)
     text: Any = fields[text_field] if text_field < len(fields) else _Missing(f"no field {text_field}")
     row_id = fields[id_field] if id_field is not None and id_field < len(fields) else None
-    return text, row_id
+    lang_field = columns.tsv_field(columns.lang)
+    lang: Any = NO_LANGUAGE if lang_field is None else (
+        fields[lang_field] if lang_field < len(fields) else _Missing(f"no field {lang_field}"))
+    return text, row_id, lang

@@ -29,6 +29,12 @@ class Columns:
     id: str | None = None
     """None: ids are `file:row` (Parquet, from 0) or `file@byte` (TSV/JSONL: the offset where the
     line starts), so they do not depend on how the input is cut into units."""
+    lang: str | None = None
+    """Each row's target language code (multilingual models); None: the job's for every row."""
+
+    def named(self) -> tuple[str, ...]:
+        """The columns a file must have."""
+        return tuple(c for c in dict.fromkeys((self.text, self.id, self.lang)) if c is not None)
 
     def tsv_field(self, name: str | None) -> int | None:
         """The TSV field number of a column name: a number, or 0 for the default `source`."""
@@ -104,8 +110,8 @@ def _parquet_units(storage: Storage, entry: FileEntry, name: str, columns: Colum
             names = meta.schema.to_arrow_schema().names
         except Exception as err:  # pyarrow raises several types for a bad footer or schema
             raise InputError(entry.uri, f"is not a readable Parquet file ({reader_message(err)})") from None
-    for column in (columns.text, columns.id):
-        if column is not None and column not in names:
+    for column in columns.named():
+        if column not in names:
             raise InputError(entry.uri, f"has no column '{column}' (columns: {', '.join(names)})")
     units, group, size, first_row, rows = [], [], 0, 0, 0
     for i in range(meta.num_row_groups):
@@ -146,11 +152,11 @@ def _check_line_columns(storage: Storage, entry: FileEntry, fmt: str, columns: C
         if not isinstance(record, dict):
             raise InputError(entry.uri, f"line 1 is a JSON {json_kind(record)}, not an object: "
                                         "each JSONL row must be an object with the text field")
-        for column in (columns.text, columns.id):
-            if column is not None and column not in record:
+        for column in columns.named():
+            if column not in record:
                 raise InputError(entry.uri, f"has no field '{column}' (line 1)")
         return
-    for column in (columns.text, columns.id):
+    for column in columns.named():
         try:
             field = columns.tsv_field(column)
         except ValueError:

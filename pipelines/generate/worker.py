@@ -1,6 +1,8 @@
 """The Ray actor of a bulk job: loads the model package once, then turns units into committed outputs.
 
-Per unit: read its rows, generate (length-sorted token-budget batches, in the text layer),
+Per unit: read its rows, generate (length-sorted token-budget batches, in the text layer; with
+a target language column, each row into its own language: a row whose code the model does not
+have is a bad row with the reason),
 write `part-<unit>.parquet` atomically, THEN the commit marker `_commits/<unit>.json`. A unit
 is done exactly when its marker exists; a crash before the marker leaves at most an output
 that a rerun overwrites with the same rows (the step is deterministic).
@@ -28,7 +30,7 @@ FLAGS = ("split", "truncated", "empty")
 OUTPUT_SCHEMA = pa.schema([
     ("id", pa.string()), ("source", pa.string()), ("output", pa.string()), ("score", pa.float64()),
     ("tokens", pa.int32()), ("split", pa.bool_()), ("truncated", pa.bool_()), ("empty", pa.bool_()),
-    ("error", pa.string()), ("model_id", pa.string()),
+    ("error", pa.string()), ("model_id", pa.string()), ("target_lang", pa.string()),
 ])
 
 
@@ -95,14 +97,28 @@ class UnitWorker:
         start = time.monotonic()
         spec = self.spec
         rows = read_unit(spec.storage, unit, spec.columns)
-        good = [i for i, text in enumerate(rows.texts) if text is not None]
-        results = self.text([rows.texts[i] for i in good])
+        if spec.columns.lang is not None:
+            self._check_languages(rows)
+        good = [i for i, error in enumerate(rows.errors) if error is None]
+        langs = [rows.langs[i] for i in good] if spec.columns.lang is not None else None
+        results = self.text([rows.texts[i] for i in good], target_langs=langs)
         table = output_table(rows, dict(zip(good, results)), spec.model_id)
         spec.storage.write_bytes(output_uri(spec.output, unit.id), _parquet(table))
         record = commit_record(unit, rows, results, time.monotonic() - start, self.node_id)
         spec.storage.write_json(marker_uri(spec.output, unit.id), record, indent=None)
         # Peak memory of this actor: model + one unit in flight, whatever the dataset's size.
         return {**record, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+    def _check_languages(self, rows: UnitRows) -> None:
+        """Reject the rows whose target language the model does not have (one check per code)."""
+        problems: dict[str, str | None] = {}
+        for i, (code, error) in enumerate(zip(rows.langs, rows.errors)):
+            if error is None and code is not None:
+                if code not in problems:
+                    problems[code] = self.text.target_problem(code)
+                problem = problems[code]
+                if problem is not None:
+                    rows.reject(i, problem)
 
 
 def _named_in_package(err: S2SError, model: str) -> S2SError:
@@ -128,6 +144,7 @@ def output_table(rows: UnitRows, results: dict[int, TextResult], model_id: str) 
             columns[flag].append(bool(result and getattr(result, flag)))
         columns["error"].append(error)
         columns["model_id"].append(model_id)
+        columns["target_lang"].append(result.target_lang if result else rows.langs[i])
     return pa.table(columns, schema=OUTPUT_SCHEMA)
 
 

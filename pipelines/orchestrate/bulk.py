@@ -27,7 +27,7 @@ def bulk_submission(task: str, model: str, input: str, output: str, column: str 
                     id_column: str | None = None, workers: int = 1, cpus_per_worker: float = 1.0,
                     gpus_per_worker: float = 0.0, config_file: str | None = None, overrides: list[str] | None = None,
                     overwrite: bool = False, unit_mb: float = 32.0, submission: str | None = None,
-                    ray_address: str | None = None) -> dict:
+                    ray_address: str | None = None, target_lang_column: str | None = None) -> dict:
     """`bulk_generate` with these parameters; with `submission`, that submission is claimed by
     this run first and marked done (or failed, with the error's first line) after it."""
     from prefect.runtime import flow_run
@@ -40,7 +40,8 @@ def bulk_submission(task: str, model: str, input: str, output: str, column: str 
         summary = bulk_generate(task=task, model=model, input=input, output=output, column=column,
                                 id_column=id_column, workers=workers, cpus_per_worker=cpus_per_worker,
                                 gpus_per_worker=gpus_per_worker, config_file=config_file, overrides=overrides,
-                                overwrite=overwrite, unit_mb=unit_mb, ray_address=ray_address)
+                                overwrite=overwrite, unit_mb=unit_mb, ray_address=ray_address,
+                                target_lang_column=target_lang_column)
     except BaseException as err:
         if registry and submission:
             registry.mark(submission, "failed", error=first_line(err))

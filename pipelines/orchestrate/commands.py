@@ -46,6 +46,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", choices=sorted(DEPLOYMENTS), default="translate")
     p.add_argument("--column", default="source", help="text column/field; default source")
     p.add_argument("--id-column", metavar="COLUMN", help="row id column; default file:row")
+    p.add_argument("--target-lang-column", metavar="COLUMN",
+                   help="column of each row's target language code (multilingual models); else target_lang=CODE")
     p.add_argument("--deployment", metavar="FLOW/NAME", help="default bulk_submission/bulk-<task>")
     p.add_argument("--wait", action="store_true", help="wait for the run to finish and report it")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="decoding options, e.g. beam_size=5")
@@ -114,6 +116,7 @@ def _checked_submission(args: argparse.Namespace, settings: Settings, storage: S
     output, unit_mb = absolute(args.output), float(defaults.get("unit_mb", 32.0))
     planned = plan(storage, BulkRequest(task=args.task, model=model, input=args.input, output=output,
                                         column=args.column, id_column=args.id_column, unit_mb=unit_mb,
+                                        target_lang_column=args.target_lang_column,
                                         config_file=project_path(defaults.get("config_file")),
                                         overrides=args.overrides))
     config = planned.spec.config
@@ -123,6 +126,7 @@ def _checked_submission(args: argparse.Namespace, settings: Settings, storage: S
     options = [f"{key}={json.dumps(value)}" for key, value in to_dict(config).items()]
     return Submission(id=submission_id(args.task, output), task=args.task, model=absolute(model),
                       input=absolute(args.input), output=output, column=args.column, id_column=args.id_column,
+                      target_lang_column=args.target_lang_column,
                       options=options, unit_mb=unit_mb)
 
 

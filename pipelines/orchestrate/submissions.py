@@ -40,6 +40,8 @@ class Submission:
     output: str
     column: str = "source"
     id_column: str | None = None
+    target_lang_column: str | None = None
+    """Column of each row's target language code; None: the options' `target_lang` for every row."""
     options: list[str] = field(default_factory=list)
     """Every decoding option as `key=value`, resolved when submitting."""
     unit_mb: float = 32.0
@@ -53,9 +55,10 @@ class Submission:
 
     def bulk_parameters(self) -> dict:
         """The `bulk_submission` flow parameters that process this submission."""
+        lang = {"target_lang_column": self.target_lang_column} if self.target_lang_column else {}
         return {"task": self.task, "model": self.model, "input": self.input, "output": self.output,
                 "column": self.column, "id_column": self.id_column, "config_file": None,
-                "overrides": list(self.options), "unit_mb": self.unit_mb, "submission": self.id}
+                "overrides": list(self.options), "unit_mb": self.unit_mb, "submission": self.id, **lang}
 
 
 def submission_id(task: str, output: str) -> str:

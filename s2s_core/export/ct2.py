@@ -1,5 +1,5 @@
 """CTranslate2 export: a model package's Transformer as a CTranslate2 model directory, converted
-by our own converter on `ctranslate2.specs` (CTranslate2's converters only know other toolkits).
+by our own converter on `ctranslate2.specs` (CTranslate2's converters read other toolkits' files).
 
 Written into the export directory (by default `PKG/ctranslate2`, inside the package, where
 `engine=auto` finds it; the package's own files and its id are left unchanged):
@@ -8,16 +8,12 @@ Written into the export directory (by default `PKG/ctranslate2`, inside the pack
                   quantization, the ctranslate2 version: an export of another package is
                   refused by name instead of silently translating with other weights
 
-How our Transformer maps onto CTranslate2's (`s2s_core.models.transformer`):
-- self-attention: our fused `qkv` projection is CTranslate2's `linear[0]` (rows q, k, v in that
-  order, as both expect); cross-attention: `q` -> `linear[0]`, fused `kv` -> `linear[1]`;
-  the output projection is `linear[-1]` in both;
-- each sublayer's LayerNorm is that sublayer's `layer_norm` there, with the same pre/post-norm
-  flag; pre-norm adds one final LayerNorm per stack in both;
-- positions: our sinusoidal table interleaves sin and cos columns, CTranslate2's built-in one
-  concatenates them, so our table itself is exported (this also sets the longest sequence);
-- embeddings are scaled by sqrt(d_model) or not, per config; shared tables and a tied output
-  projection are the same arrays, which CTranslate2 stores once.
+Imported packages (`s2s import`) are written in their checkpoint's own vocabulary order, without
+the rows the importer added (Marian's BOS), so that the export is the model CTranslate2's own
+converter makes of that checkpoint (`TransformersConverter`): the same tokens, the same rows.
+A decoder that starts from PAD whose embedding row is zero (Marian) starts from a zero vector
+instead, and PAD is left out, as CTranslate2's Marian converter does. The layer mapping is in
+`s2s_core.export.ct2_layers`.
 LSTM models have no CTranslate2 counterpart.
 """
 
@@ -27,16 +23,22 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from s2s_core.errors import CheckpointError, ConfigError
+from s2s_core.export.ct2_layers import Layout, transformer_spec, unsupported
 from s2s_core.package import METADATA, ModelPackage
-from s2s_core.tokenizer import BOS_ID, EOS_ID, UNK_ID, Tokenizer
+from s2s_core.tokenizer import PAD_ID, Tokenizer
+
+__all__ = ["EXPORT_DIR", "EXPORT_INFO", "QUANTIZATIONS", "Layout", "check_export", "convert_transformer",
+           "export_ctranslate2", "export_layout", "export_start_token", "export_vocabulary", "find_export", "import_ctranslate2",
+           "transformer_spec", "vocabulary"]
 
 EXPORT_DIR = "ctranslate2"
 """Where `s2s export` writes by default, inside the package; where `engine=auto` looks."""
 EXPORT_INFO = "export.json"
 QUANTIZATIONS = ("float32", "int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16")
 INSTALL_HINT = "pip install 's2s-pipeline[ct2]'"
-LAYER_NORM_EPSILON = 1e-5  # torch.nn.LayerNorm's default, which our models use
 
 
 def import_ctranslate2() -> Any:
@@ -58,10 +60,12 @@ def export_ctranslate2(package: ModelPackage, output: Path, quantization: str = 
     returns the export.json record.
 
     Raises:
-        ConfigError: for an LSTM package, an unknown quantization or a missing ctranslate2.
+        ConfigError: for an LSTM package, a model option CTranslate2 cannot express, token strings
+            that repeat, an unknown quantization or a missing ctranslate2.
     """
+    layout = export_layout(package) if package.config.family == "transformer" else None
     convert_transformer(package.model, package.config, vocabulary(package.source_tokenizer),
-                        vocabulary(package.target_tokenizer), output, quantization)
+                        vocabulary(package.target_tokenizer), output, quantization, layout)
     info = {"format": "ctranslate2", "quantization": quantization, "ctranslate2": import_ctranslate2().__version__,
             **package_fingerprint(package.metadata)}
     (output / EXPORT_INFO).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
@@ -69,32 +73,85 @@ def export_ctranslate2(package: ModelPackage, output: Path, quantization: str = 
 
 
 def convert_transformer(model: Any, config: Any, source_vocab: list[str], target_vocab: list[str], output: Path,
-                        quantization: str = "float32") -> None:
+                        quantization: str = "float32", layout: Layout | None = None) -> None:
     """Write our Transformer `model` (built from `config`) as a CTranslate2 model directory;
-    the vocabularies are the token strings by id (special ids as in s2s_core.tokenizer).
+    the vocabularies are the token strings by id (special ids as in s2s_core.tokenizer);
+    `layout`: the embedding rows to write, in order (None: all of them, in id order).
 
     Raises:
-        ConfigError: for an LSTM config, an imported model's options, an unknown quantization or a
-            missing ctranslate2.
+        ConfigError: for an LSTM config, a model option CTranslate2 cannot express, token strings
+            that repeat, an unknown quantization or a missing ctranslate2.
     """
     if config.family != "transformer":
         raise ConfigError([f"CTranslate2 has no {config.family.upper()} models: only Transformer packages can be "
                            "exported (the torch engine, with compute_type=int8, serves the others)"])
     if quantization not in QUANTIZATIONS:
         raise ConfigError([f"unknown quantization {quantization!r} (valid: {', '.join(QUANTIZATIONS)})"])
-    unsupported = config.non_default_options()
-    if unsupported:  # an imported model's options: this converter knows only our own Transformer
-        raise ConfigError([f"this package's model uses options the CTranslate2 export does not write yet "
-                           f"({', '.join(unsupported)}): run it with engine=torch"])
+    layout = layout or Layout.identity(len(source_vocab), len(target_vocab))
+    problems = unsupported(config) + _repeated_tokens(source_vocab, layout.source_rows, "source")
+    problems += _repeated_tokens(target_vocab, layout.target_rows, "target")
+    if problems:
+        raise ConfigError([f"CTranslate2 cannot express this model ({'; '.join(problems)}): run it with engine=torch"])
     import_ctranslate2()
     from ctranslate2.converters import Converter
 
     class ModelConverter(Converter):
         def _load(self):
-            return transformer_spec(model, config, source_vocab, target_vocab)
+            with torch.no_grad():
+                return transformer_spec(model, config, source_vocab, target_vocab, layout)
 
     ModelConverter().convert(str(output), quantization=None if quantization == "float32" else quantization,
                              force=True)
+
+
+def export_layout(package: ModelPackage) -> Layout:
+    """The rows a package's export writes: every id in the tokenizer's own order (an imported
+    one's: its checkpoint's order, without added rows), less PAD where the decoder starts from
+    a zero PAD row (Marian: CTranslate2 then starts from a zero vector, and PAD is no output)."""
+    source, target = _origin_rows(package.source_tokenizer), _origin_rows(package.target_tokenizer)
+    model: Any = package.model  # a TransformerModel (the caller checked the family)
+    zero_start = (package.config.decoder_start_id == PAD_ID
+                  and not bool(model.target_embedding.weight[PAD_ID].detach().any()))
+    if zero_start:
+        source, target = [i for i in source if i != PAD_ID], [i for i in target if i != PAD_ID]
+    return Layout(source, target, zero_start)
+
+
+def _origin_rows(tokenizer: Tokenizer) -> list[int]:
+    """Our ids in the tokenizer's own order: an imported one's checkpoint ids 0..size-1 (the BOS
+    the importer adds to a vocabulary without one is left out), else ours."""
+    order = getattr(tokenizer, "order", None)
+    if order is None:
+        return list(range(tokenizer.vocab_size))
+    return order.our_ids()[: order.size]
+
+
+def _repeated_tokens(vocab: list[str], rows: list[int], side: str) -> list[str]:
+    """CTranslate2 takes and returns token strings: two rows with one string cannot both be written."""
+    seen: dict[str, int] = {}
+    for row in rows:
+        if vocab[row] in seen:
+            return [f"the {side} tokens {seen[vocab[row]]} and {row} are both {vocab[row]!r}"]
+        seen[vocab[row]] = row
+    return []
+
+
+def export_vocabulary(export: Path, side: str) -> list[str]:
+    """The tokens of an export's `side` ('source' or 'target'), by CTranslate2 id: its
+    `{side}_vocabulary` file, or the `shared_vocabulary` one (JSON, or text one token a line)."""
+    for name in (f"{side}_vocabulary", "shared_vocabulary"):
+        if (export / f"{name}.json").is_file():
+            return json.loads((export / f"{name}.json").read_text(encoding="utf-8"))
+        if (export / f"{name}.txt").is_file():
+            return (export / f"{name}.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    raise CheckpointError(str(export), f"has no {side} vocabulary file: run `s2s export` again")
+
+
+def export_start_token(export: Path) -> str | None:
+    """The token an export starts every target from (config.json `decoder_start_token`); None:
+    the caller gives it as the first token of the target prefix (a model that starts from its
+    target language code, mBART-25)."""
+    return json.loads((export / "config.json").read_text(encoding="utf-8")).get("decoder_start_token")
 
 
 def package_fingerprint(metadata: dict) -> dict:
@@ -134,68 +191,3 @@ def check_export(package: ModelPackage, export: Path) -> dict:
 def vocabulary(tokenizer: Tokenizer) -> list[str]:
     """Token strings by id, as CTranslate2 maps tokens to ids (SentencePiece pieces are unique)."""
     return list(tokenizer)
-
-
-def transformer_spec(model: Any, config: Any, source: list[str], target: list[str]) -> Any:
-    """The `ctranslate2.specs.TransformerSpec` of our Transformer, weights and vocabularies set."""
-    from ctranslate2.specs import common_spec, transformer_spec as specs
-
-    activation = {"relu": common_spec.Activation.RELU, "gelu": common_spec.Activation.GELU}[config.activation]
-    spec = specs.TransformerSpec.from_config((config.encoder_layers, config.decoder_layers), config.heads,
-                                             pre_norm=config.norm == "pre", activation=activation)
-    positions = _numpy(model.positions)
-    _set_inputs(spec.encoder, model.src_embedding.weight, positions, config.scale_embeddings)
-    _set_inputs(spec.decoder, model.target_embedding.weight, positions, config.scale_embeddings)
-    for layer_spec, layer in zip(spec.encoder.layer, model.encoder_layers):
-        _set_attention(layer_spec.self_attention, layer.attention, layer.attention_block.norm, fused=[layer.attention.qkv])
-        _set_ffn(layer_spec.ffn, layer.ffn, layer.ffn_block.norm)
-    for layer_spec, layer in zip(spec.decoder.layer, model.decoder_layers):
-        _set_attention(layer_spec.self_attention, layer.self_attention, layer.self_block.norm,
-                       fused=[layer.self_attention.qkv])
-        _set_attention(layer_spec.attention, layer.cross_attention, layer.cross_block.norm,
-                       fused=[layer.cross_attention.q, layer.cross_attention.kv])
-        _set_ffn(layer_spec.ffn, layer.ffn, layer.ffn_block.norm)
-    if config.norm == "pre":
-        _set_norm(spec.encoder.layer_norm, model.encoder_norm)
-        _set_norm(spec.decoder.layer_norm, model.decoder_norm)
-    spec.decoder.projection.weight = _numpy(model.output_matrix())
-    spec.config.layer_norm_epsilon = LAYER_NORM_EPSILON
-    spec.register_source_vocabulary(source)
-    spec.register_target_vocabulary(target)
-    spec.config.unk_token, spec.config.bos_token, spec.config.eos_token = target[UNK_ID], target[BOS_ID], target[EOS_ID]
-    spec.config.decoder_start_token = target[BOS_ID]  # our decoder starts from BOS, like fairseq's from EOS
-    return spec
-
-
-def _numpy(tensor) -> Any:
-    return tensor.detach().float().cpu().numpy().copy()
-
-
-def _set_inputs(spec, embedding, positions, scale: bool) -> None:
-    (spec.embeddings[0] if isinstance(spec.embeddings, list) else spec.embeddings).weight = _numpy(embedding)
-    spec.position_encodings.encodings = positions
-    spec.scale_embeddings = bool(scale)
-
-
-def _set_attention(spec, attention, norm, fused: list) -> None:
-    """`fused`: the input projections in CTranslate2's order (self: [qkv]; cross: [q, kv])."""
-    for linear_spec, linear in zip(spec.linear, [*fused, attention.out]):
-        _set_linear(linear_spec, linear)
-    _set_norm(spec.layer_norm, norm)
-
-
-def _set_ffn(spec, ffn, norm) -> None:
-    _set_linear(spec.linear_0, ffn.inner)
-    _set_linear(spec.linear_1, ffn.outer)
-    _set_norm(spec.layer_norm, norm)
-
-
-def _set_linear(spec, linear) -> None:
-    spec.weight = _numpy(linear.weight)
-    if linear.bias is not None:
-        spec.bias = _numpy(linear.bias)
-
-
-def _set_norm(spec, norm) -> None:
-    spec.gamma = _numpy(norm.weight)
-    spec.beta = _numpy(norm.bias)

@@ -53,6 +53,12 @@ class GenerationConfig:
     """Text layer: source tokens per batch (sentences are sorted by length and packed to this budget)."""
     max_source_tokens: int = 0
     """Text layer: longest source (tokens with EOS) before splitting/truncating; 0: the model's limit."""
+    source_lang: str | None = None
+    """Multilingual imported models: the source language code as the model writes it (NLLB
+    eng_Latn, mBART en_XX, M2M-100 en); None: the package's default (given to `s2s import`)."""
+    target_lang: str | None = None
+    """Multilingual imported models: the target language code (NLLB ita_Latn, mBART it_IT, M2M-100
+    it, multilingual Marian ita); None: the package's default. Checked against the model's codes."""
     engine: Literal["auto", "torch", "ctranslate2"] = "auto"
     """What runs the model: our PyTorch generator, or CTranslate2 on the package's export (`s2s
     export`); auto: CTranslate2 when the package has an export and ctranslate2 is installed."""
@@ -87,6 +93,10 @@ class GenerationConfig:
                        "max_tokens", "max_source_tokens")
         if not 0 <= self.seed < 2**64:  # torch's generator seeds are unsigned 64-bit
             out.append(f"`seed` must be in [0, 2**64), but is {self.seed}")
+        for name in ("source_lang", "target_lang"):
+            code = getattr(self, name)
+            if code is not None and (not code.strip() or code != code.strip()):
+                out.append(f"`{name}` must be a language code without spaces, but is {code!r}")
         if not out and math.isfinite(self.max_len_a):
             too_large = search_problem(self.beam_size, self.max_tokens, self.max_len_a, self.max_len_b, self.max_length)
             out += [too_large] if too_large else []

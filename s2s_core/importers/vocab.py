@@ -14,6 +14,7 @@ rows) and the tokens a row starts and ends with (language codes, BOS, EOS).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,9 @@ class Vocabulary:
     language_starts_decoder: bool = False
     """mBART-25's tokenizer (`MBartTokenizer`): rows end with EOS and the language code, and the
     decoder starts from the target language code (generation ends at EOS)."""
+    languages: dict[str, str] = field(default_factory=dict)
+    """Language code -> its token, for every language token the vocabulary has (`ita_Latn` ->
+    `ita_Latn`, M2M-100's `it` -> `__it__`, Marian's `ita` -> `>>ita<<`); empty: not multilingual."""
 
 
 @dataclass
@@ -62,6 +66,9 @@ class Templates:
     target_prefix: list[str]
     target_suffix: list[str]
     decoder_start: str | None = None
+    source_language: str | None = None
+    """The language codes the rows were built for (the package's defaults); None: none given."""
+    target_language: str | None = None
 
 
 def read_vocabulary(checkpoint: Checkpoint, family: Family) -> Vocabulary:
@@ -92,8 +99,9 @@ def _marian(checkpoint: Checkpoint) -> Vocabulary:
     ids = _piece_map(checkpoint.directory / "vocab.json")
     sides: dict[str, dict[str, Any]] = {"source": {"model": "source.spm", "vocab": "vocab.json", "language_code_prefix": True},
                                          "target": {"model": "target.spm", "vocab": "vocab.json"}}
+    codes = {match.group(1): token for token in ids if (match := _MARIAN_CODE.match(token))}
     return Vocabulary("piece-map", ids, {name: name for name in ("source.spm", "target.spm", "vocab.json")}, sides,
-                      language_token=">>{}<<")
+                      language_token=">>{}<<", languages=dict(sorted(codes.items())))
 
 
 def _m2m100(checkpoint: Checkpoint) -> Vocabulary:
@@ -107,7 +115,8 @@ def _m2m100(checkpoint: Checkpoint) -> Vocabulary:
     ids |= {f"__{code}__": size + i for i, code in enumerate(M2M100_LISTS[codes_name])}
     side = {"model": "sentencepiece.bpe.model", "vocab": "vocab.json"}
     return Vocabulary("piece-map", ids, {"sentencepiece.bpe.model": "sentencepiece.bpe.model"},
-                      {"source": dict(side), "target": dict(side)}, written={"vocab.json": ids}, language_token="__{}__")
+                      {"source": dict(side), "target": dict(side)}, written={"vocab.json": ids}, language_token="__{}__",
+                      languages={code: f"__{code}__" for code in M2M100_LISTS[codes_name]})
 
 
 def _tokenizer_json(checkpoint: Checkpoint) -> Vocabulary:
@@ -115,16 +124,31 @@ def _tokenizer_json(checkpoint: Checkpoint) -> Vocabulary:
 
     path = checkpoint.directory / "tokenizer.json"
     try:
-        ids = HFTokenizer.from_file(str(path)).get_vocab(with_added_tokens=True)
+        tokenizer = HFTokenizer.from_file(str(path))
     except Exception as err:  # tokenizers raises a bare Exception for a malformed file
         raise CheckpointError(str(path), f"unreadable tokenizer.json ({err})") from None
+    ids = tokenizer.get_vocab(with_added_tokens=True)
+    # Language codes are added special tokens (NLLB `ita_Latn`, mBART `it_IT`); BART has none.
+    added = sorted(token.content for token in tokenizer.get_added_tokens_decoder().values() if token.special)
+    codes = {_code_of(token): token for token in added if _JSON_CODE.match(token)}
     config = read_json(checkpoint.directory / "tokenizer_config.json") if checkpoint.has("tokenizer_config.json") else {}
     side = {"model": "tokenizer.json"}
     mbart25 = str(config.get("tokenizer_class", "")).startswith("MBartTokenizer")
     return Vocabulary("tokenizer.json", ids, {"tokenizer.json": "tokenizer.json"},
                       {"source": dict(side), "target": dict(side)},
                       legacy_language_suffix=bool(config.get("legacy_behaviour", False)),
-                      language_starts_decoder=mbart25)
+                      language_starts_decoder=mbart25, languages=codes)
+
+
+_MARIAN_CODE = re.compile(r"^>>([A-Za-z]{2,3}(?:_[A-Za-z]+)?)<<$")
+"""A multilingual Marian target token: `>>ita<<`, `>>zho_Hans<<`."""
+_JSON_CODE = re.compile(r"^(?:[a-z]{2,3}_[A-Z][A-Za-z]{1,3}|__[a-z]{2,3}__)$")
+"""A language token of a tokenizer.json: NLLB `ita_Latn`, mBART `it_IT`, or M2M-100's `__it__`."""
+
+
+def _code_of(token: str) -> str:
+    """The code users write for a language token (`__it__` -> `it`; others are their own code)."""
+    return token[2:-2] if token.startswith("__") else token
 
 
 def _piece_map(path: Path) -> dict[str, int]:
@@ -174,17 +198,22 @@ def templates(family: Family, vocab: Vocabulary, generation: dict[str, Any], id_
     eos = [NAMES["eos"]]
     if family.name == "marian":  # multilingual targets are chosen by a leading >>xx<< token in the source
         code = [_language(vocab, "target_language", _code(family, vocab, target_language, ""))] if target_language else []
-        return Templates(code, eos, [], eos)
+        return Templates(code, eos, [], eos, target_language=_code_of_token(vocab, code[0]) if code else None)
     if family.name == "bart":
         forced = generation.get("forced_bos_token_id")
         return Templates([NAMES["bos"]], eos, [] if forced is None else [id_to_token[forced]], eos)
     source = _language(vocab, "source_language", _code(family, vocab, source_language, "source_language"))
     target = _language(vocab, "target_language", _code(family, vocab, target_language, "target_language"))
+    codes = {"source_language": _code_of_token(vocab, source), "target_language": _code_of_token(vocab, target)}
     if vocab.language_starts_decoder:
-        return Templates([], eos + [source], [], eos + [target], decoder_start=target)
+        return Templates([], eos + [source], [], eos + [target], decoder_start=target, **codes)
     if vocab.legacy_language_suffix:
-        return Templates([], eos + [source], [target], eos)
-    return Templates([source], eos, [target], eos)
+        return Templates([], eos + [source], [target], eos, **codes)
+    return Templates([source], eos, [target], eos, **codes)
+
+
+def _code_of_token(vocab: Vocabulary, token: str) -> str:
+    return next((code for code, known in vocab.languages.items() if known == token), token)
 
 
 def _code(family: Family, vocab: Vocabulary, language: str | None, argument: str) -> str:
@@ -201,7 +230,11 @@ def _code(family: Family, vocab: Vocabulary, language: str | None, argument: str
 
 def _language(vocab: Vocabulary, argument: str, token: str) -> str:
     if token not in vocab.ids:
-        raise ConfigError([f"`{argument}`: the tokenizer has no language token {token!r}"])
+        from s2s_core.generation.languages import closest_codes
+
+        near = closest_codes(_code_of(token.strip(">").strip("<")), list(vocab.languages))
+        hint = f" (closest codes: {', '.join(near)})" if near else ""
+        raise ConfigError([f"`{argument}`: the tokenizer has no language token {token!r}{hint}"])
     return token
 
 
@@ -222,5 +255,32 @@ def write_tokenizer(directory: Path, checkpoint: Checkpoint, vocab: Vocabulary, 
                        "prefix": prefix, "suffix": suffix}
     settings = {"format": vocab.format, "origin": family.name, "sides": sides,
                 "files": {side: sides[side]["model"] for side in sides}}
+    languages = language_settings(family, vocab, rows)
+    if languages:
+        settings["languages"] = languages
     (directory / SETTINGS_FILE).write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
     return settings
+
+
+def language_settings(family: Family, vocab: Vocabulary, rows: Templates) -> dict[str, Any] | None:
+    """settings.json `languages`: what decoding needs to choose the languages of each row
+    (`s2s_core.generation.languages`); None for a model without language tokens.
+
+    `layout` says where the codes go: prefix (NLLB, M2M-100, mBART-50: `[src] text </s>`, the
+    target code forced first), suffix (NLLB's legacy_behaviour: `text </s> [src]`, the target code
+    forced first), start (mBART-25: `text </s> [src]`, the decoder starts from the target code),
+    marian (`>>tgt<< text </s>`, no source code). `codes`: code -> token; `source`/`target`: the
+    defaults given at import; `special`: the codes are special tokens (dropped when decoding).
+    """
+    if not vocab.languages:
+        return None
+    if family.name == "marian":
+        layout = "marian"
+    elif vocab.language_starts_decoder:
+        layout = "start"
+    elif vocab.legacy_language_suffix:
+        layout = "suffix"
+    else:
+        layout = "prefix"
+    return {"layout": layout, "codes": vocab.languages, "source": rows.source_language,
+            "target": rows.target_language, "special": family.name != "marian"}

@@ -42,3 +42,20 @@ def dataset(tmp_path_factory, ray_local, prefect_api) -> Path:
                      "--output", str(out), "tokenizer.vocab_size=1000", "split.test_rows=0"])
     assert code == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def spm_model(tmp_path_factory) -> Path:
+    """The importer tests' 500-piece SentencePiece model (tests/s2s_core/importers/conftest.py)."""
+    from tests.s2s_core.importers import conftest
+
+    return conftest.spm_model.__wrapped__(conftest.train_pairs.__wrapped__(), tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def marian_checkpoint(tmp_path_factory, spm_model) -> Path:
+    """A tiny Hugging Face Marian checkpoint (random weights, a real tokenizer) built locally."""
+    pytest.importorskip("transformers")
+    from tests.s2s_core.importers.conftest import build_marian
+
+    return build_marian(tmp_path_factory.mktemp("marian"), spm_model).checkpoint

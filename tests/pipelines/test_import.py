@@ -6,28 +6,14 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
 from pipelines import cli
 from pipelines.storage import Storage
 from tests.pipelines.test_generate import FAST, output_rows, success
-from tests.s2s_core.importers.conftest import build_marian
 
 pytest.importorskip("transformers")
-
-
-@pytest.fixture(scope="session")
-def marian_checkpoint(tmp_path_factory, spm_model) -> Path:
-    return build_marian(tmp_path_factory.mktemp("marian"), spm_model).checkpoint
-
-
-@pytest.fixture(scope="session")
-def spm_model(tmp_path_factory) -> Path:
-    from tests.s2s_core.importers import conftest
-
-    return conftest.spm_model.__wrapped__(conftest.train_pairs.__wrapped__(), tmp_path_factory)
 
 
 def error_lines(capsys) -> list[str]:

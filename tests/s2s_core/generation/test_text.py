@@ -69,9 +69,9 @@ def test_batches_are_length_sorted_and_respect_the_token_budget(package, monkeyp
     shapes = []
     real = translate.engine.generator.generate
 
-    def spy(src):
+    def spy(src, target=None):
         shapes.append(tuple(src.shape))
-        return real(src)
+        return real(src, target)
 
     monkeypatch.setattr(translate.engine.generator, "generate", spy)
     translate(SENTENCES)
@@ -110,7 +110,8 @@ def test_a_sentence_longer_than_the_limit_is_cut_into_chunks_that_fit(package, m
     translate = Translator(package, GenerationConfig(beam_size=1, max_source_tokens=5))
     shapes = []
     real = translate.engine.generator.generate
-    monkeypatch.setattr(translate.engine.generator, "generate", lambda src: shapes.append(tuple(src.shape)) or real(src))
+    monkeypatch.setattr(translate.engine.generator, "generate",
+                        lambda src, target=None: shapes.append(tuple(src.shape)) or real(src, target))
     (result,) = translate([SENTENCES[0]])  # one sentence, no sentence end inside
     count = len(package.source_tokenizer.encode(SENTENCES[0]))
     assert result.split and result.text
