@@ -1,8 +1,12 @@
 """Token-id shards: a prepared dataset's pairs tokenized once, read by training a window at a time.
 
 Layout, beside the text shards: `ids/<split>/part-NNNNN.parquet`, one per text shard, same rows
-in the same order, columns `id` (string), `src` and `tgt` (list<int32>: SentencePiece ids
-without BOS/EOS), `src_len` and `tgt_len` (int32: what batch planning reads without the ids).
+in the same order, columns `id` (string), `src` and `tgt` (list<int32>: the text's ids, the
+source encoded with the source tokenizer and the target with the target one, as Marian's two
+SentencePiece models need), `src_len` and `tgt_len` (int32: what batch planning reads without
+the ids). The tokens a model row adds around the text (EOS; an imported model's language codes)
+are not stored: training adds them from the same tokenizer's templates (`RowLayout`), so its
+rows are exactly those the model's own tokenizer makes.
 The manifest's `token_ids` records the format, the digest of the tokenizer that made them, the
 vocabulary sizes, and per shard its rows, token counts, bytes and SHA-256.
 

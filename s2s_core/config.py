@@ -2,7 +2,9 @@
 
 A config class is a `@dataclass(kw_only=True)` whose fields are scalars, lists of scalars or
 nested config dataclasses. Each class may define `problems() -> list[str]` for value checks;
-`build()` collects every problem of every section into one `ConfigError`.
+`build()` collects every problem of every section into one `ConfigError`. A field may also be
+spelled by other keys, listed in its metadata (`field(metadata={"aliases": ("from",)})`): a
+Python keyword cannot be a field name, and a renamed key keeps working.
 """
 
 from __future__ import annotations
@@ -145,14 +147,28 @@ def _build(cls: type[C], data: Any, where: str, problems: list[str]) -> C:
         return cls()
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    aliases = {alias: f.name for f in fields.values() for alias in f.metadata.get("aliases", ())}
+    data = _unaliased(data, aliases, where, problems)
     unknown = sorted(set(data) - set(fields))
     for key in unknown:
-        problems.append(f"unknown key `{where}{key}` (valid keys: {', '.join(sorted(fields))})")
+        problems.append(f"unknown key `{where}{key}` (valid keys: {', '.join(sorted([*fields, *aliases]))})")
     values = {}
     for name, raw in data.items():
         if name in fields:
             values[name] = _coerce(hints[name], raw, f"{where}{name}", problems)
     return cls(**values)
+
+
+def _unaliased(data: dict[str, Any], aliases: dict[str, str], where: str, problems: list[str]) -> dict[str, Any]:
+    """`data` with each alias key renamed to its field (a problem when both are given)."""
+    out = dict(data)
+    for alias, name in aliases.items():
+        if alias not in out:
+            continue
+        if name in out:
+            problems.append(f"`{where}{alias}` and `{where}{name}` are the same setting: give one")
+        out[name] = out.pop(alias)
+    return out
 
 
 def _coerce(hint: Any, raw: Any, where: str, problems: list[str]) -> Any:

@@ -21,7 +21,7 @@ import ray
 from pipelines import outputs, ray_runtime
 from pipelines.datasets import MANIFEST, SPLITS
 from pipelines.outputs import OutputKind
-from pipelines.prepare.plan import Plan
+from pipelines.prepare.plan import Plan, tokenizer_directory
 from pipelines.prepare.steps import MapResult, ShardResult, map_chunk, parquet_bytes, reduce_shard
 from pipelines.progress import Progress
 from pipelines.storage import NotFound, Storage, join
@@ -208,17 +208,18 @@ def train_tokenizer(storage: Storage, output: str, shard_paths: list[str], confi
     return {"pairs": settings["pairs"], "files": files, "model_files": settings["files"]}
 
 
-def copy_tokenizer(storage: Storage, output: str, source: str) -> dict:
-    """Copy the tokenizer directory `source` to OUTPUT/tokenizer; its manifest entry, as for a
-    trained one.
+def copy_tokenizer(storage: Storage, output: str, package_or_tokenizer: str) -> dict:
+    """Copy the tokenizer of a model package (its `tokenizer/`), or a tokenizer directory, to
+    OUTPUT/tokenizer, byte for byte; its manifest entry, as for a trained one.
 
     Raises:
-        InputError: `source` holds no tokenizer (no settings.json).
+        InputError: it holds no tokenizer.
     """
+    source = tokenizer_directory(storage, package_or_tokenizer)
     try:
         settings = storage.read_json(join(source, "settings.json"))
     except NotFound:
-        raise InputError(source, "is not a tokenizer directory (no settings.json) for tokenizer.reuse") from None
+        raise InputError(source, "is not a tokenizer directory (no settings.json) for tokenizer.from") from None
     files, root = [], source.rstrip("/") + "/"
     for entry in storage.list(source):
         data = storage.read_bytes(entry.uri)

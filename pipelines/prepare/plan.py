@@ -14,11 +14,12 @@ from typing import Literal
 import pyarrow.parquet as pq
 
 from pipelines.outputs import check_apart
-from pipelines.storage import FileEntry, NotFound, Storage, basename
+from pipelines.storage import FileEntry, NotFound, Storage, basename, join
 from s2s_core.config import resolve
 from s2s_core.data.config import PrepareConfig
 from s2s_core.data.readers import check_parquet_schema, detect_format
 from s2s_core.errors import ConfigError, InputError
+from s2s_core.tokenizer import SETTINGS_FILE
 
 Role = Literal["auto", "valid", "test"]
 # Held-out inputs win deduplication: a pair in both the test input and a training input is
@@ -107,7 +108,23 @@ def plan(storage: Storage, request: PrepareRequest) -> PreparePlan:
     check_apart([*request.inputs, *request.valid_inputs, *request.test_inputs], request.output)
     roles: list[tuple[str, Role]] = [(u, "auto") for u in request.inputs]
     roles += [(u, "valid") for u in request.valid_inputs] + [(u, "test") for u in request.test_inputs]
+    if config.tokenizer.reuse:
+        tokenizer_directory(storage, config.tokenizer.reuse)
     return PreparePlan(request.output, config, plan_inputs(storage, roles, config))
+
+
+def tokenizer_directory(storage: Storage, uri: str) -> str:
+    """The tokenizer directory that `tokenizer.from` (alias `tokenizer.reuse`) names: a model
+    package's `tokenizer/`, or `uri` itself when it holds a tokenizer (settings.json).
+
+    Raises:
+        InputError: `uri` is neither a model package nor a tokenizer directory.
+    """
+    for candidate in (join(uri, "tokenizer"), uri):
+        if storage.exists(join(candidate, SETTINGS_FILE)):
+            return candidate
+    raise InputError(uri, "is neither a model package nor a tokenizer directory (no tokenizer/settings.json or "
+                          "settings.json) for tokenizer.from")
 
 
 def plan_inputs(storage: Storage, inputs: list[tuple[str, Role]], config: PrepareConfig) -> Plan:

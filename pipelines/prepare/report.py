@@ -18,11 +18,15 @@ def counts_table(manifest: dict, output: str) -> str:
     width = max(len(label) for label, _ in rows)
     lines = [f"dataset {output}  (id {manifest['dataset_id'][:12]})"]
     lines += [f"{label:<{width}}  {n:>10,}" for label, n in rows]
-    if manifest.get("tokenizer"):
-        lines.append(f"tokenizer: {', '.join(sorted(set(manifest['tokenizer']['model_files'].values())))} "
-                     f"trained on {manifest['tokenizer']['pairs']:,} pairs "
-                     f"(vocab {manifest['config']['tokenizer']['vocab_size']:,}, "
-                     f"{manifest['config']['tokenizer']['model_type']})")
+    tokenizer = manifest.get("tokenizer")
+    if tokenizer:
+        files = ", ".join(sorted(set(tokenizer["model_files"].values())))
+        if tokenizer.get("reused_from"):
+            lines.append(f"tokenizer: {files} copied from {tokenizer['reused_from']}")
+        else:
+            config = manifest["config"]["tokenizer"]
+            lines.append(f"tokenizer: {files} trained on {tokenizer['pairs']:,} pairs "
+                         f"(vocab {config['vocab_size']:,}, {config['model_type']})")
     return "\n".join(lines)
 
 

@@ -6,14 +6,16 @@ from pipelines.datasets import read_pairs
 from pipelines.storage import Storage
 from pipelines.token_ids import StorageShards
 from s2s_core.tokenizer import Tokenizer
-from s2s_core.training.batching import TokenizedPairs
+from s2s_core.training.batching import OUR_ROWS, RowLayout, TokenizedPairs
 from s2s_core.training.validation import ValidationSet
 
 TOKENIZE_CHUNK = 50_000  # pairs per SentencePiece call: bounds the Python lists alive at once
 
 
 def tokenize(sources: list[str], targets: list[str], src_tok: Tokenizer, tgt_tok: Tokenizer) -> TokenizedPairs:
-    """Token ids of all pairs as flat arrays, encoded in chunks to bound peak memory."""
+    """Token ids of all pairs as flat arrays (sources with the source tokenizer, targets with the
+    target one: Marian has a SentencePiece model per side), encoded in chunks to bound peak memory.
+    The ids are the texts' only, as in the token-id shards: batching adds each row's template."""
     src_ids: list = []
     tgt_ids: list = []
     parts = []
@@ -30,14 +32,15 @@ def load_train(storage: Storage, data: str, manifest: dict, src_tok: Tokenizer, 
 
 
 def load_valid(storage: Storage, data: str, manifest: dict, src_tok: Tokenizer, tgt_tok: Tokenizer,
-               limit: int) -> ValidationSet | None:
-    """The first `limit` validation pairs (by id), or None when the dataset has no valid split."""
+               limit: int, layout: RowLayout = OUR_ROWS) -> ValidationSet | None:
+    """The first `limit` validation pairs (by id), made into model rows by `layout`, or None
+    when the dataset has no valid split."""
     sources, targets = read_pairs(storage, data, manifest, "valid", limit)
     if not sources:
         return None
     if manifest.get("token_ids"):  # tokenized once by prepare: read the ids
-        return ValidationSet(read_ids(StorageShards(storage, data, manifest, "valid"), limit), targets)
-    return ValidationSet(tokenize(sources, targets, src_tok, tgt_tok), targets)
+        return ValidationSet(read_ids(StorageShards(storage, data, manifest, "valid"), limit), targets, layout)
+    return ValidationSet(tokenize(sources, targets, src_tok, tgt_tok), targets, layout)
 
 
 def read_ids(shards: StorageShards, limit: int) -> TokenizedPairs:

@@ -13,17 +13,17 @@ from typing import Any
 from pipelines import outputs, settings
 from pipelines.datasets import read_manifest, staged_tokenizer
 from pipelines.outputs import OutputKind
-from pipelines.packages import package_metadata
 from pipelines.resources import resource_problems
-from pipelines.storage import Storage, absolute, join
+from pipelines.storage import Storage, absolute
 from pipelines.token_ids import check_token_ids
+from pipelines.train.init_from import check_init_from, package_model
 from s2s_core.config import layers, to_dict
 from s2s_core.errors import ConfigError, InputError
 from s2s_core.models.config import ModelConfig
 from s2s_core.models.size import DEFAULT_MAX_MODEL_GB, GB, size_problem
 from s2s_core.tokenizer import Tokenizer
 from s2s_core.training import config as train_config
-from s2s_core.training.config import TrainConfig
+from s2s_core.training.config import BatchConfig, TrainConfig
 
 RUN_NAME = "checkpoints"
 """Ray Train run name: its checkpoints and state live under OUTPUT/checkpoints."""
@@ -85,10 +85,15 @@ def plan(storage: Storage, request: TrainRequest) -> TrainPlan:
     train, model = resolve_config(request.config_file, request.overrides)
     outputs.check_apart([data], output)
     manifest = read_manifest(storage, data)
-    model = fit_vocabulary(model, storage, data, manifest)
+    max_bytes = settings.max_model_bytes(settings.load_settings())
+    if train.init_from:  # fine-tuning: the package's model, on a dataset of the package's tokenizer
+        init_from = absolute(train.init_from)  # Ray workers run in another directory
+        check_init_from(storage, init_from, manifest)
+        model = package_model(storage, init_from, model_overrides(request), max_bytes)
+        train = replace(train, init_from=init_from, model=model)
+    model = fit_vocabulary(model, storage, data, manifest, train.batching)
     check_token_ids(data, manifest, train.batching.loader)
-    check_model_size(model, settings.max_model_bytes(settings.load_settings()))
-    check_init_from(storage, train, manifest)
+    check_model_size(model, max_bytes)
     run_config = run_config_of(train, model, data, manifest)
     check_output(storage, output, run_config, request.overwrite)
     return TrainPlan(data, output, train, model, manifest, run_config)
@@ -102,18 +107,41 @@ def resolve_config(config_file: str | None, overrides: list[str]) -> tuple[Train
     return train_config.resolve(layers(config_file, overrides))
 
 
-def fit_vocabulary(model: ModelConfig, storage: Storage, data: str, manifest: dict) -> ModelConfig:
-    """Fill the model's vocabulary sizes from the dataset tokenizer, or refuse a mismatch."""
+def model_overrides(request: TrainRequest) -> dict[str, Any]:
+    """The request's `model.*` overrides (from its config file and `key=value` overrides)."""
+    overrides = layers(request.config_file, request.overrides).get("model") or {}
+    return overrides if isinstance(overrides, dict) else {}
+
+
+def fit_vocabulary(model: ModelConfig, storage: Storage, data: str, manifest: dict,
+                   batching: BatchConfig | None = None) -> ModelConfig:
+    """Fill the model's vocabulary sizes from the dataset tokenizer, or refuse a mismatch; with
+    `batching`, also refuse length limits whose rows (text plus the tokenizer's template) would
+    run past the model's position table."""
     if not (manifest.get("tokenizer") or {}).get("files"):
         raise InputError(data, "the dataset has no tokenizer (prepare it with tokenizer.enabled=true)")
     with staged_tokenizer(storage, data, manifest) as local:
-        sizes = {"src_vocab_size": Tokenizer.from_dir(local, "source").vocab_size,
-                 "tgt_vocab_size": Tokenizer.from_dir(local, "target").vocab_size}
+        source, target = Tokenizer.from_dir(local, "source"), Tokenizer.from_dir(local, "target")
+    sizes = {"src_vocab_size": source.vocab_size, "tgt_vocab_size": target.vocab_size}
     wrong = [f"`model.{k}` is {getattr(model, k)} but the dataset tokenizer has {v} pieces"
              for k, v in sizes.items() if getattr(model, k) not in (0, v)]
+    if batching is not None:
+        wrong += _row_length_problems(model, batching, {"source": source, "target": target})
     if wrong:
         raise ConfigError(wrong)
     return replace(model, **sizes)
+
+
+def _row_length_problems(model: ModelConfig, batching: BatchConfig, tokenizers: dict[str, Tokenizer]) -> list[str]:
+    """The length limits whose longest rows exceed the model's `max_positions` (Transformers)."""
+    limit = getattr(model, "max_positions", None)
+    out = []
+    for side, tokenizer in tokenizers.items():
+        longest, template = getattr(batching, f"max_{side}_len"), len(tokenizer.prefix) + len(tokenizer.suffix)
+        if limit is not None and longest + template > limit:
+            out.append(f"`batching.max_{side}_len` is {longest} but the model's rows hold at most {limit} tokens, "
+                       f"{template} of them the tokenizer's own: set it to {limit - template} or less")
+    return out
 
 
 def check_model_size(model: ModelConfig, max_bytes: int | None) -> None:
@@ -127,24 +155,6 @@ def check_model_size(model: ModelConfig, max_bytes: int | None) -> None:
     too_large = size_problem(model, limit, training=True)
     if too_large:
         raise ConfigError([f"model: {too_large} (S2S_MAX_MODEL_GB sets the limit)"])
-
-
-def check_init_from(storage: Storage, train: TrainConfig, manifest: dict) -> None:
-    """`init_from` must name a package whose tokenizer is the dataset's (else its weights would
-    be read with other token ids).
-
-    Raises:
-        CheckpointError: not a package; ConfigError: the tokenizers differ.
-    """
-    if not train.init_from:
-        return
-    package_files = package_metadata(storage, train.init_from).get("files", {})
-    dataset_files = {f["path"]: f["sha256"] for f in (manifest.get("tokenizer") or {}).get("files", [])}
-    differ = [path for path, sha in dataset_files.items()
-              if path != "tokenizer/settings.json" and package_files.get(path, {}).get("sha256") != sha]
-    if differ:
-        raise ConfigError([f"`init_from` {train.init_from} has another tokenizer than the dataset ({differ[0]}): "
-                           f"prepare the dataset with tokenizer.reuse={join(train.init_from, 'tokenizer')}"])
 
 
 def run_config_of(train: TrainConfig, model: Any, data: str, manifest: dict) -> dict:

@@ -8,6 +8,7 @@ the final package (OUTPUT/model). Progress records go to the driver through a Ra
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -28,9 +29,9 @@ from s2s_core.errors import CheckpointError
 from s2s_core.files import load_weights
 from s2s_core.package import save_package
 from s2s_core.tokenizer import Tokenizer
-from s2s_core.training.batching import TokenizedPairs
+from s2s_core.training.batching import RowLayout, TokenizedPairs
 from s2s_core.training.config import TrainConfig
-from s2s_core.training.setup import build_trainer, sharded_stream
+from s2s_core.training.setup import build_trainer, row_layout, sharded_stream
 from s2s_core.training.streaming import ShardedStream
 from s2s_core.training.trainer import Callbacks, Trainer, fit
 
@@ -61,10 +62,12 @@ def train_loop(loop_config: dict) -> None:
     try:
         tokenizer_dir = download_tokenizer(job.storage, job.data, job.manifest, workdir / "tokenizer")
         src_tok, tgt_tok = Tokenizer.from_dir(tokenizer_dir, "source"), Tokenizer.from_dir(tokenizer_dir, "target")
-        trainer = _build_trainer(job, src_tok, tgt_tok, device, rank, world)
-        if job.train.init_from:  # continued training; a checkpoint of this run, if any, wins below
-            with staged_package(job.storage, job.train.init_from) as package:
-                load_weights(trainer.module, package / "model.safetensors")
+        # The rows the model sees: the tokenizer's templates and the model's decoder start token
+        # (an imported model's own: what its tokenizer and `generate` make).
+        layout = row_layout(src_tok, tgt_tok, job.model)
+        trainer = _build_trainer(job, src_tok, tgt_tok, layout, device, rank, world)
+        init_from = job.train.init_from
+        inherited = _start_from_package(trainer, job.storage, init_from) if init_from else {}
         if _maybe_resume(trainer, job.output) and rank == 0 and job.progress is not None:
             job.progress.put({"event": "resumed", "step": trainer.state.step, "epoch": trainer.state.epoch,
                               "position": trainer.state.position})
@@ -72,8 +75,9 @@ def train_loop(loop_config: dict) -> None:
         if job.train.validation.every_steps:
             # Every rank loads it (small) so all agree on whether to validate; rank 0 scores.
             valid = train_data.load_valid(job.storage, job.data, job.manifest, src_tok, tgt_tok,
-                                          max(job.train.validation.loss_sentences, job.train.validation.decode_sentences))
-        callbacks = RankCallbacks(job, tokenizer_dir, workdir, rank)
+                                          max(job.train.validation.loss_sentences, job.train.validation.decode_sentences),
+                                          layout)
+        callbacks = RankCallbacks(job, tokenizer_dir, workdir, rank, inherited)
         fit(trainer, valid, tgt_tok, callbacks.as_callbacks())
         if rank == 0:
             callbacks.publish_final(trainer)
@@ -81,15 +85,29 @@ def train_loop(loop_config: dict) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _build_trainer(job: TrainJob, src_tok: Tokenizer, tgt_tok: Tokenizer, device: torch.device,
+def _build_trainer(job: TrainJob, src_tok: Tokenizer, tgt_tok: Tokenizer, layout: RowLayout, device: torch.device,
                    rank: int, world: int) -> Trainer:
     if job.train.batching.loader == "stream":  # token-id shards, a window at a time
         data: TokenizedPairs | ShardedStream = sharded_stream(
-            StorageShards(job.storage, job.data, job.manifest, "train"), job.train)
+            StorageShards(job.storage, job.data, job.manifest, "train"), job.train, layout)
     else:  # the whole train split, read and tokenized in this worker
         data = train_data.load_train(job.storage, job.data, job.manifest, src_tok, tgt_tok)
     wrap = (lambda module: ray.train.torch.prepare_model(module, parallel_strategy="ddp")) if world > 1 else None
-    return build_trainer(data, job.train, job.model, device, rank, world, wrap)
+    return build_trainer(data, job.train, job.model, device, rank, world, wrap, layout)
+
+
+INHERITED_METADATA = ("origin", "decoding")
+"""What a package trained from `init_from` keeps of its metadata: an imported model's origin
+(family, source checkpoint) and its own decoding settings."""
+
+
+def _start_from_package(trainer: Trainer, storage: Storage, init_from: str) -> dict:
+    """Fine-tuning / continued training: load the package's weights (a checkpoint of this run, if
+    any, wins afterwards); returns what our packages' metadata keeps of the package's."""
+    with staged_package(storage, init_from) as package:
+        load_weights(trainer.module, package / "model.safetensors")
+        metadata = json.loads((package / "metadata.json").read_text())
+    return {"init_from": init_from, **{key: metadata[key] for key in INHERITED_METADATA if key in metadata}}
 
 
 def _maybe_resume(trainer: Trainer, job_output: str) -> bool:
@@ -113,8 +131,10 @@ def _maybe_resume(trainer: Trainer, job_output: str) -> bool:
 class RankCallbacks:
     """Milestone I/O: every rank reports to Ray Train; rank 0 alone writes files."""
 
-    def __init__(self, job: TrainJob, tokenizer_dir: Path, workdir: Path, rank: int) -> None:
+    def __init__(self, job: TrainJob, tokenizer_dir: Path, workdir: Path, rank: int, inherited: dict) -> None:
         self.job, self.tokenizer_dir, self.workdir, self.rank = job, tokenizer_dir, workdir, rank
+        self.inherited = inherited
+        """Metadata kept from the `init_from` package (see `INHERITED_METADATA`)."""
 
     def as_callbacks(self) -> Callbacks:
         return Callbacks(on_log=self.on_log, on_best=self.on_best, on_checkpoint=self.on_checkpoint)
@@ -159,7 +179,7 @@ class RankCallbacks:
 
     def _metadata(self, trainer: Trainer) -> dict:
         state = trainer.state
-        return {"dataset_id": self.job.manifest.get("dataset_id"), "data": self.job.data, "step": state.step,
+        return {**self.inherited, "dataset_id": self.job.manifest.get("dataset_id"), "data": self.job.data, "step": state.step,
                 "epoch": state.epoch, "tokens_seen": state.tokens_seen, "training_seconds": round(state.wall_seconds, 3),
                 "best_step": state.best_step, "validation": state.best_scores, "workers": state.world_size,
                 "preset": trainer.config.preset}

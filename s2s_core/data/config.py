@@ -162,9 +162,11 @@ class TokenizerConfig:
     """Threads SentencePiece trains with; at most 1024."""
     seed: int = 1
     """SentencePiece's random seed (its default is a fresh one per run, which is not reproducible)."""
-    reuse: str | None = None
-    """A tokenizer directory (a model package's `tokenizer/`, local or s3://) to copy instead of
-    training one: a model trained on an earlier dataset can then go on training on this one."""
+    reuse: str | None = field(default=None, metadata={"aliases": ("from",)})
+    """`tokenizer.from=PKG` (or `tokenizer.reuse=`): a model package, or a tokenizer directory (a
+    package's `tokenizer/`), local or s3://, whose tokenizer is copied instead of training one (the
+    other tokenizer settings then do not apply). `s2s train init_from=PKG` needs it: to fine-tune
+    an imported model, or go on training one of ours, on this dataset."""
 
     def problems(self) -> list[str]:
         out = at_least(self, 16, "vocab_size")

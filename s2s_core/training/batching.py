@@ -6,6 +6,11 @@ with a seeded tie-break, then cut greedily so that rows x max(padded source, pad
 length) stays within the budget. That keeps padding to a few percent. Each epoch visits the
 same batches in a new seeded order.
 
+A pair's ids are its text's tokens only; a `RowLayout` says what each side's model row adds
+around them (our EOS; an imported model's language codes and EOS) and which token the decoder
+starts from (our BOS; Marian's PAD, BART's and NLLB's EOS, mBART-25's target language code), so
+that training feeds a model exactly the rows its tokenizer and `generate` make.
+
 The stream is global: micro-batch g of the run is the same whatever the number of workers.
 Worker r of W takes micro-batches r, r+W, r+2W... so W workers with A accumulation steps see
 exactly the batches one worker sees with W*A accumulation steps (as fairseq shards its
@@ -20,12 +25,51 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from s2s_core.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from s2s_core.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+
+
+@dataclass(frozen=True)
+class RowLayout:
+    """How a pair's text ids become model rows: `source_prefix + ids + source_suffix` on the
+    source side; on the target side the labels `target_prefix + ids + target_suffix` and the
+    decoder input `decoder_start` + labels[:-1] (teacher forcing). The default is ours."""
+
+    source_prefix: tuple[int, ...] = ()
+    """Ids a source row starts with (a language code)."""
+    source_suffix: tuple[int, ...] = (EOS_ID,)
+    """Ids a source row ends with (EOS, then a language code for some families)."""
+    target_prefix: tuple[int, ...] = ()
+    """Ids the labels start with: what generation forces first (a target language code, BART's <s>)."""
+    target_suffix: tuple[int, ...] = (EOS_ID,)
+    """Ids the labels end with."""
+    decoder_start: int = BOS_ID
+    """The decoder's first input: the model's `decoder_start_id`."""
+
+    @classmethod
+    def of(cls, source: Tokenizer, target: Tokenizer, decoder_start: int) -> "RowLayout":
+        """The rows the tokenizers' templates make (`Tokenizer.row`), for a model starting from `decoder_start`."""
+        return cls(tuple(source.prefix), tuple(source.suffix), tuple(target.prefix), tuple(target.suffix),
+                   int(decoder_start))
+
+    @property
+    def source_extra(self) -> int:
+        """Ids a source row has beyond its text's."""
+        return len(self.source_prefix) + len(self.source_suffix)
+
+    @property
+    def target_extra(self) -> int:
+        """Ids the labels have beyond the text's."""
+        return len(self.target_prefix) + len(self.target_suffix)
+
+
+OUR_ROWS = RowLayout()
+"""Rows of the models we train: `text </s>` on both sides, the decoder starting from BOS."""
 
 
 @dataclass
 class TokenizedPairs:
-    """Ragged token ids of N pairs, without BOS/EOS. `*_offsets` has N+1 entries."""
+    """Ragged token ids of N pairs: each text's ids only (no BOS/EOS/language codes: a
+    `RowLayout` adds them). `*_offsets` has N+1 entries."""
 
     src_ids: np.ndarray
     src_offsets: np.ndarray
@@ -83,10 +127,11 @@ def _concat_ragged(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarr
 
 @dataclass
 class Batch:
-    """One micro-batch, padded with PAD_ID on the right.
+    """One micro-batch, padded with PAD_ID on the right (the loss skips PAD_ID targets).
 
-    src: (B, S) source ids + EOS. prev: (B, T) BOS + target ids (decoder input).
-    target: (B, T) target ids + EOS (what the decoder must predict).
+    src: (B, S) source rows (ours: ids + EOS). target: (B, T) labels, what the decoder must
+    predict (ours: ids + EOS). prev: (B, T) the decoder input: the start token, then the labels
+    shifted right by one (ours: BOS + ids). See `RowLayout`.
     """
 
     src: torch.Tensor
@@ -110,20 +155,34 @@ class Batch:
                      self.target.to(device, non_blocking=True))
 
 
-def make_batch(pairs: TokenizedPairs, rows: Sequence[int] | np.ndarray) -> Batch:
-    """Pad the pairs `rows` into a Batch (source gets EOS; target gets BOS in, EOS out)."""
-    rows = list(rows)
-    src_len = max(len(pairs.source(i)) for i in rows) + 1
-    tgt_len = max(len(pairs.target(i)) for i in rows) + 1
-    src = np.full((len(rows), src_len), PAD_ID, dtype=np.int64)
-    prev = np.full((len(rows), tgt_len), PAD_ID, dtype=np.int64)
-    target = np.full((len(rows), tgt_len), PAD_ID, dtype=np.int64)
-    for b, i in enumerate(rows):
-        s, t = pairs.source(i), pairs.target(i)
-        src[b, :len(s)], src[b, len(s)] = s, EOS_ID
-        prev[b, 0], prev[b, 1:len(t) + 1] = BOS_ID, t
-        target[b, :len(t)], target[b, len(t)] = t, EOS_ID
+def make_batch(pairs: TokenizedPairs, rows: Sequence[int] | np.ndarray, layout: RowLayout = OUR_ROWS) -> Batch:
+    """Pad the pairs `rows` into a Batch of the model rows `layout` makes (ours: source gets
+    EOS; target gets BOS in, EOS out)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    src = _padded_rows(pairs.src_ids, pairs.src_offsets, rows, layout.source_prefix, layout.source_suffix)  # (B, S)
+    target = _padded_rows(pairs.tgt_ids, pairs.tgt_offsets, rows, layout.target_prefix, layout.target_suffix)  # (B, T)
+    prev = np.empty_like(target)  # (B, T): teacher forcing, the labels shifted right behind the start token
+    prev[:, 0], prev[:, 1:] = layout.decoder_start, target[:, :-1]
+    prev[target == PAD_ID] = PAD_ID  # past a row's end (labels are never PAD)
     return Batch(torch.from_numpy(src), torch.from_numpy(prev), torch.from_numpy(target))
+
+
+def _padded_rows(ids: np.ndarray, offsets: np.ndarray, rows: np.ndarray, prefix: tuple[int, ...],
+                 suffix: tuple[int, ...]) -> np.ndarray:
+    """Rows `prefix + text + suffix` of the texts `rows` (flat ids (N_ids,), offsets (N+1,)),
+    right-padded with PAD_ID: (B, len(prefix) + longest text + len(suffix))."""
+    starts, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]  # (B,), (B,)
+    longest = int(lengths.max(initial=0))
+    out = np.full((len(rows), longest + len(prefix) + len(suffix)), PAD_ID, dtype=np.int64)
+    if longest:
+        columns = np.arange(longest)  # (L,)
+        inside = columns[None, :] < lengths[:, None]  # (B, L)
+        text = ids[np.minimum(starts[:, None] + columns[None, :], len(ids) - 1)]  # (B, L), clamped at the end
+        out[:, len(prefix):len(prefix) + longest] = np.where(inside, text, PAD_ID)
+    out[:, :len(prefix)] = prefix
+    for k, token in enumerate(suffix):
+        out[np.arange(len(rows)), lengths + len(prefix) + k] = token
+    return out
 
 
 def usable_rows(pairs: TokenizedPairs, max_source_len: int, max_target_len: int) -> np.ndarray:
@@ -132,19 +191,21 @@ def usable_rows(pairs: TokenizedPairs, max_source_len: int, max_target_len: int)
     return np.flatnonzero((src >= 1) & (tgt >= 1) & (src <= max_source_len) & (tgt <= max_target_len))
 
 
-def plan_batches(pairs: TokenizedPairs, rows: np.ndarray, max_tokens: int, seed: int) -> list[np.ndarray]:
+def plan_batches(pairs: TokenizedPairs, rows: np.ndarray, max_tokens: int, seed: int,
+                 layout: RowLayout = OUR_ROWS) -> list[np.ndarray]:
     """Cut `rows` into length-sorted batches within the token budget.
 
     Budget: len(batch) * max(longest source, longest target) <= max_tokens, lengths counting
-    the EOS/BOS each side gets. Ties in length are broken by a seeded shuffle so equal-length
-    pairs from different shards mix.
+    the tokens `layout` adds to each side (ours: EOS / BOS). Ties in length are broken by a
+    seeded shuffle so equal-length pairs from different shards mix.
     """
-    src_len = pairs.src_lengths[rows] + 1
-    tgt_len = pairs.tgt_lengths[rows] + 1
+    src_len = pairs.src_lengths[rows] + layout.source_extra
+    tgt_len = pairs.tgt_lengths[rows] + layout.target_extra
     tie_break = np.random.default_rng(seed).permutation(len(rows))
-    order = rows[np.lexsort((tie_break, tgt_len, src_len))]
+    sorting = np.lexsort((tie_break, tgt_len, src_len))
+    order = rows[sorting]
     batches, start, longest = [], 0, 0
-    cost = np.maximum(pairs.src_lengths[order], pairs.tgt_lengths[order]) + 1
+    cost = np.maximum(src_len[sorting], tgt_len[sorting])
     for end in range(len(order)):
         longest_with = max(longest, int(cost[end]))
         if (end - start + 1) * longest_with > max_tokens and end > start:
@@ -163,10 +224,11 @@ class BatchStream:
     entered at any position (resume) and split among workers by striding.
     """
 
-    def __init__(self, pairs: TokenizedPairs, batches: list[np.ndarray], seed: int) -> None:
+    def __init__(self, pairs: TokenizedPairs, batches: list[np.ndarray], seed: int,
+                 layout: RowLayout = OUR_ROWS) -> None:
         if not batches:
             raise ValueError("no training batches: the train split has no usable pairs")
-        self.pairs, self.batches, self.seed = pairs, batches, seed
+        self.pairs, self.batches, self.seed, self.layout = pairs, batches, seed, layout
         self._orders: dict[int, np.ndarray] = {}
 
     @property
@@ -184,12 +246,12 @@ class BatchStream:
         return self.batches[self._orders[epoch][index]]
 
     def batch(self, position: int) -> Batch:
-        return make_batch(self.pairs, self.rows(position))
+        return make_batch(self.pairs, self.rows(position), self.layout)
 
     def target_tokens(self, position: int) -> int:
-        """Target tokens (EOS included) of micro-batch `position`: what the loss is normalised by."""
+        """Label tokens (EOS included) of micro-batch `position`: what the loss is normalised by."""
         rows = self.rows(position)
-        return int(self.pairs.tgt_lengths[rows].sum()) + len(rows)
+        return int(self.pairs.tgt_lengths[rows].sum()) + len(rows) * self.layout.target_extra
 
 
 def padding_fraction(batches: Iterable[Batch]) -> float:

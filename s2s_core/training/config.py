@@ -149,8 +149,11 @@ class TrainConfig:
     """Checkpoint frequency and retention."""
     init_from: str | None = None
     """A model package (local or s3://) whose weights start the training instead of random ones:
-    continued training. Same model config; the dataset must use the package's tokenizer (prepare
-    it with `tokenizer.reuse=PKG/tokenizer`). A run's own checkpoint, when resuming, wins."""
+    fine-tuning an imported model, or continued training. The model is the package's (its config;
+    `preset` does not apply, `model.dropout`/`model.attention_dropout` may change), trained on the
+    rows its tokenizer makes from the decoder start token it was made with; the dataset must use
+    the package's tokenizer (prepare it with `tokenizer.from=PKG`). A run's own checkpoint, when
+    resuming, wins."""
 
     def problems(self) -> list[str]:
         return config_lib.at_least(self, 1, "max_steps", "log_every") + config_lib.at_least(self, 0, "max_epochs", "max_minutes")

@@ -26,7 +26,7 @@ from typing import Protocol
 
 import numpy as np
 
-from s2s_core.training.batching import Batch, TokenizedPairs, make_batch, plan_batches
+from s2s_core.training.batching import OUR_ROWS, Batch, RowLayout, TokenizedPairs, make_batch, plan_batches
 
 
 class ShardSource(Protocol):
@@ -54,24 +54,29 @@ class StreamLimits:
     max_target_len: int
 
 
-def plan_shard(src_len: np.ndarray, tgt_len: np.ndarray, limits: StreamLimits, seed: int) -> list[np.ndarray]:
-    """The shard's batches as arrays of row indices within it: (N,), (N,) lengths -> [(B_i,)].
+def plan_shard(src_len: np.ndarray, tgt_len: np.ndarray, limits: StreamLimits, seed: int,
+               layout: RowLayout = OUR_ROWS) -> list[np.ndarray]:
+    """The shard's batches as arrays of row indices within it: (N,), (N,) text lengths -> [(B_i,)];
+    the budget counts the tokens `layout` adds to each row.
 
     Pairs that are empty on a side or longer than the limits are left out."""
     usable = np.flatnonzero((src_len >= 1) & (tgt_len >= 1) & (src_len <= limits.max_source_len)
                             & (tgt_len <= limits.max_target_len))
     lengths = TokenizedPairs(np.zeros(0, np.int32), np.concatenate([[0], np.cumsum(src_len)]),
                              np.zeros(0, np.int32), np.concatenate([[0], np.cumsum(tgt_len)]))
-    return plan_batches(lengths, usable, limits.max_tokens, seed)
+    return plan_batches(lengths, usable, limits.max_tokens, seed, layout)
 
 
 class ShardedStream:
-    """The run's global micro-batch sequence over `source`'s shards (see the module docstring)."""
+    """The run's global micro-batch sequence over `source`'s shards (see the module docstring);
+    `layout` makes the model rows of each pair (`RowLayout`)."""
 
-    def __init__(self, source: ShardSource, limits: StreamLimits, window: int, seed: int) -> None:
+    def __init__(self, source: ShardSource, limits: StreamLimits, window: int, seed: int,
+                 layout: RowLayout = OUR_ROWS) -> None:
         if window < 1:
             raise ValueError(f"the window must hold at least one shard, but is {window}")
         self.source, self.limits, self.window, self.seed = source, limits, window, seed
+        self.layout = layout
         self.shards = source.shard_count()
         # Batch counts need lengths only: the shard's ids are read when its window is used.
         self.counts = [len(self._plan(shard)) for shard in range(self.shards)]
@@ -89,20 +94,20 @@ class ShardedStream:
     def batch(self, position: int) -> Batch:
         window, index = self._locate(position)
         shard, rows = window.batches[index]
-        return make_batch(window.pairs[shard], rows)
+        return make_batch(window.pairs[shard], rows, self.layout)
 
     def target_tokens(self, position: int) -> int:
-        """Target tokens (EOS included) of micro-batch `position`: what the loss is normalised by."""
+        """Label tokens (EOS included) of micro-batch `position`: what the loss is normalised by."""
         window, index = self._locate(position)
         shard, rows = window.batches[index]
-        return int(window.pairs[shard].tgt_lengths[rows].sum()) + len(rows)
+        return int(window.pairs[shard].tgt_lengths[rows].sum()) + len(rows) * self.layout.target_extra
 
     def shard_order(self, epoch: int) -> np.ndarray:
         return np.random.default_rng([self.seed, epoch]).permutation(self.shards)
 
     def _plan(self, shard: int) -> list[np.ndarray]:
         src_len, tgt_len = self.source.lengths(shard)
-        return plan_shard(src_len, tgt_len, self.limits, self.seed + shard)
+        return plan_shard(src_len, tgt_len, self.limits, self.seed + shard, self.layout)
 
     def _locate(self, position: int) -> tuple[_Window, int]:
         """The window holding micro-batch `position`, and the batch's index in it."""

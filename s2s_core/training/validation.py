@@ -7,10 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from s2s_core.generation.greedy import greedy_decode
+from s2s_core.generation.config import GenerationConfig
+from s2s_core.generation.generator import Generator
 from s2s_core.metrics import bleu_chrf
 from s2s_core.tokenizer import PAD_ID, Tokenizer
-from s2s_core.training.batching import TokenizedPairs, make_batch, plan_batches
+from s2s_core.training.batching import OUR_ROWS, RowLayout, TokenizedPairs, make_batch, plan_batches
 from s2s_core.training.config import ValidationConfig
 from s2s_core.training.loss import label_smoothed_nll
 
@@ -23,6 +24,8 @@ class ValidationSet:
 
     pairs: TokenizedPairs
     references: list[str]
+    layout: RowLayout = OUR_ROWS
+    """The model rows of the pairs (the same as training's)."""
 
 
 def improved(metric: str, score: float, best: float | None) -> bool:
@@ -42,7 +45,7 @@ def validate(model: torch.nn.Module, data: ValidationSet, config: ValidationConf
     was_training = model.training
     model.eval()
     try:
-        scores = _loss(model, data.pairs, config.loss_sentences, smoothing, max_tokens, device)
+        scores = _loss(model, data, config.loss_sentences, smoothing, max_tokens, device)
         if config.decode_sentences:
             scores.update(_bleu_chrf(model, data, config, target_tokenizer, max_tokens, device))
     finally:
@@ -50,12 +53,13 @@ def validate(model: torch.nn.Module, data: ValidationSet, config: ValidationConf
     return scores
 
 
-def _loss(model, pairs: TokenizedPairs, limit: int, smoothing: float, max_tokens: int,
+def _loss(model, data: ValidationSet, limit: int, smoothing: float, max_tokens: int,
           device: torch.device) -> dict[str, float]:
+    pairs, layout = data.pairs, data.layout
     rows = np.arange(min(limit, len(pairs)))
     loss = nll = tokens = 0.0
-    for batch_rows in plan_batches(pairs, rows, max_tokens, seed=0):
-        batch = make_batch(pairs, batch_rows).to(device)
+    for batch_rows in plan_batches(pairs, rows, max_tokens, seed=0, layout=layout):
+        batch = make_batch(pairs, batch_rows, layout).to(device)
         mask = batch.target != PAD_ID
         logits = model(batch.src, batch.prev, output_mask=mask)  # (N, V)
         batch_loss, batch_nll = label_smoothed_nll(logits, batch.target[mask], smoothing)
@@ -67,9 +71,13 @@ def _bleu_chrf(model, data: ValidationSet, config: ValidationConfig, tokenizer: 
                device: torch.device) -> dict[str, float]:
     count = min(config.decode_sentences, len(data.pairs))
     hypotheses = [""] * count
+    # Greedy, from the model's start token, with the target prefix forced first (an imported
+    # model's target language code), as generation does.
+    greedy = Generator(model, GenerationConfig(beam_size=1, max_len_a=config.max_len_a, max_len_b=config.max_len_b,
+                                               max_length=1 << 20), prefix=data.layout.target_prefix)
     # Length-sorted batches decode faster; results go back to their original positions.
-    for batch_rows in plan_batches(data.pairs, np.arange(count), max_tokens // 2, seed=0):
-        batch = make_batch(data.pairs, batch_rows).to(device)
-        for row, ids in zip(batch_rows, greedy_decode(model, batch.src, config.max_len_a, config.max_len_b)):
-            hypotheses[row] = tokenizer.decode(ids)
+    for batch_rows in plan_batches(data.pairs, np.arange(count), max_tokens // 2, seed=0, layout=data.layout):
+        batch = make_batch(data.pairs, batch_rows, data.layout).to(device)
+        for row, hyps in zip(batch_rows, greedy.generate(batch.src)):
+            hypotheses[row] = tokenizer.decode(hyps[0].tokens)
     return {**bleu_chrf(hypotheses, data.references[:count], ndigits=None), "sentences": count}

@@ -263,5 +263,5 @@ def test_init_from_a_package_with_another_tokenizer_is_refused(dataset, tiny_pac
     code = train(dataset, tmp_path / "continued", *TINY, "max_steps=2", f"init_from={tiny_package}")
     assert code == 2
     message = capsys.readouterr().err.strip()
-    assert "has another tokenizer than the dataset" in message and f"tokenizer.reuse={tiny_package}/tokenizer" in message
+    assert "has another tokenizer than the dataset" in message and f"tokenizer.from={tiny_package}" in message
     assert not (tmp_path / "continued").exists()

@@ -11,7 +11,9 @@ import torch.nn.functional as F
 
 from s2s_core.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from s2s_core.training.batching import (
+    OUR_ROWS,
     BatchStream,
+    RowLayout,
     TokenizedPairs,
     make_batch,
     padding_fraction,
@@ -125,3 +127,27 @@ def test_a_time_budget_ends_the_decay_where_the_budget_will_run_out():
     assert lr_factor(ScheduleConfig(kind="linear", warmup_steps=10), max_steps=60)(34) == pytest.approx(0.5)
     assert lr_factor(ScheduleConfig(kind="linear", warmup_steps=10), max_steps=60,
                      max_seconds=3600)(34, seconds=34.0) == pytest.approx(0.5)
+
+
+IMPORTED = RowLayout(source_prefix=(40,), source_suffix=(EOS_ID,), target_prefix=(41,), target_suffix=(EOS_ID, 42),
+                     decoder_start=PAD_ID)
+"""An imported model's rows: language codes 40/41 around the text, a code after the target's EOS,
+the decoder starting from PAD (as Marian's does)."""
+
+
+def test_make_batch_builds_the_rows_of_a_layout_and_starts_the_decoder_from_its_token():
+    pairs = TokenizedPairs.from_lists([[5, 6], [7]], [[9], [10, 11]])
+    batch = make_batch(pairs, [0, 1], IMPORTED)
+    assert batch.src.tolist() == [[40, 5, 6, EOS_ID], [40, 7, EOS_ID, PAD_ID]]
+    assert batch.target.tolist() == [[41, 9, EOS_ID, 42, PAD_ID], [41, 10, 11, EOS_ID, 42]]
+    assert batch.prev.tolist() == [[PAD_ID, 41, 9, EOS_ID, PAD_ID], [PAD_ID, 41, 10, 11, EOS_ID]]
+    assert make_batch(pairs, [0, 1], OUR_ROWS).prev.tolist() == make_batch(pairs, [0, 1]).prev.tolist()
+    stream = BatchStream(pairs, [np.array([0, 1])], seed=0, layout=IMPORTED)
+    assert stream.target_tokens(0) == batch.target_tokens == 9  # what the loss is normalised by
+
+
+def test_the_token_budget_counts_the_tokens_a_layout_adds(real_pairs):
+    rows = usable_rows(real_pairs, 64, 64)
+    for batch_rows in plan_batches(real_pairs, rows, max_tokens=300, seed=3, layout=IMPORTED):
+        batch = make_batch(real_pairs, batch_rows, IMPORTED)
+        assert len(batch_rows) == 1 or batch.src.shape[0] * max(batch.src.shape[1], batch.target.shape[1]) <= 300

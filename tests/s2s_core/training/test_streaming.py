@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from s2s_core.training.batching import TokenizedPairs
+from s2s_core.training.batching import RowLayout, TokenizedPairs
 from s2s_core.training.config import resolve
 from s2s_core.training.setup import build_trainer, sharded_stream
 from s2s_core.training.streaming import ShardedStream, StreamLimits
@@ -128,3 +128,15 @@ def test_a_resumed_streamed_run_repeats_an_uninterrupted_one(real_pairs, tokeniz
     assert [r["loss"] for r in resumed.history.train] == [r["loss"] for r in straight.history.train]
     for name, value in parameters(straight).items():
         torch.testing.assert_close(parameters(resumed)[name], value, rtol=0, atol=0)
+
+
+def test_a_layout_shapes_the_streamed_rows_and_the_trainer_refuses_another_start(real_pairs, tokenizer):
+    layout = RowLayout(target_prefix=(7,), decoder_start=0)
+    stream = ShardedStream(MemoryShards(real_pairs, 3), LIMITS, window=2, seed=1, layout=layout)
+    for position in range(5):
+        batch = stream.batch(position)
+        assert (batch.target[:, 0] == 7).all() and (batch.prev[:, 0] == 0).all()
+        assert stream.target_tokens(position) == batch.target_tokens
+    train, model = resolve(tiny_run(tokenizer.vocab_size))  # our Transformer starts from BOS
+    with pytest.raises(ValueError, match="start the decoder from id 0 but the model from 2"):
+        build_trainer(stream, train, model, torch.device("cpu"))
