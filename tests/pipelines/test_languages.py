@@ -26,13 +26,6 @@ LANGUAGES = ["ita_Latn", "deu_Latn", "fra_Latn"]
 
 
 @pytest.fixture(scope="module")
-def spm_model(tmp_path_factory) -> Path:
-    from tests.s2s_core.importers import conftest
-
-    return conftest.spm_model.__wrapped__(conftest.train_pairs.__wrapped__(), tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
 def nllb_package(tmp_path_factory, spm_model) -> Path:
     return build_nllb(tmp_path_factory.mktemp("nllb"), spm_model).package.directory
 
