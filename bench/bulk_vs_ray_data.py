@@ -18,7 +18,7 @@ of the driver, of the Ray workers and of the services (psutil over the process t
 peak object store use (the raylets' own count), and every input id exactly once with the same
 outputs. Then the failure scenarios of bench/bulk_ray_data_failures.py, each --repeats times per
 system. The counting hook (bench/bulk_ray_data_hook/) records every batch both systems generate.
-Markdown tables to stdout and bench/out/bulk_vs_ray_data.md.
+Markdown tables to stdout and bench/out/bulk_vs_ray_data.md (--name: another name, and its runs folder).
 
 On a 2-CPU local Ray (the default, as every other bench here), a resumed Ray Data job can hang:
 its CheckpointFilter actor takes 1 CPU (Ray Data's default for map actors, not settable through
@@ -53,8 +53,7 @@ from bulk_ray_data_infra import TOKEN, RestartableS3
 from bulk_ray_data_run import REPO, Run, Setup, calls, output_rows
 from pipelines.storage import Storage
 
-OUT_MD = REPO / "bench" / "out" / "bulk_vs_ray_data.md"
-RUNS = REPO / "bench" / "out" / "bulk_vs_ray_data-runs"  # each run's log and counted batches (cleared first)
+OUT = REPO / "bench" / "out"  # <name>.md: the tables; <name>-runs/: each run's log and counted batches (cleared first)
 INPUT_FILE = "part-00000.parquet"
 SAMPLE = 200  # rows translated in this process as the reference for every run
 
@@ -79,6 +78,8 @@ def parse_args() -> argparse.Namespace:
                         help="a run that starts or finishes no batch for this long is killed as stalled")
     parser.add_argument("--ray-cpus", type=int, default=2, help="CPUs of the local Ray of each run (both systems)")
     parser.add_argument("--model", type=Path, help="a model package (default: bench/bulk.py's random one)")
+    parser.add_argument("--name", default="bulk_vs_ray_data",
+                        help="bench/out/NAME.md gets the tables, bench/out/NAME-runs/ every run's log")
     return parser.parse_args()
 
 
@@ -241,10 +242,11 @@ def main() -> None:
     args = parse_args()
     os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=TOKEN)  # this process asks raylets for store use
     texts = sentences(args.rows)
+    out_md, runs = OUT / f"{args.name}.md", OUT / f"{args.name}-runs"
     names = args.scenario or [*SCENARIOS, "missing-id"]
     with tempfile.TemporaryDirectory(prefix="bulk-vs-ray-data-") as tmp:
         work = Path(tmp)
-        shutil.rmtree(RUNS, ignore_errors=True)
+        shutil.rmtree(runs, ignore_errors=True)
         (work / "package").mkdir()
         package = args.model or random_package(work / "package")
         s3 = RestartableS3(work / "s3")
@@ -256,7 +258,7 @@ def main() -> None:
                           ids=[f"r{i}" for i in range(len(texts))],
                           unit_mb=write_input(storage, bucket, texts, args.unit_rows), unit_rows=args.unit_rows,
                           workers=args.workers, cpus_per_worker=args.cpus_per_worker, options=decoding(args.tokens),
-                          work=RUNS, run_timeout=args.run_timeout, stall_s=args.stall_s, ray_cpus=args.ray_cpus,
+                          work=runs, run_timeout=args.run_timeout, stall_s=args.stall_s, ray_cpus=args.ray_cpus,
                           s3_outage_s=args.s3_outage_s,
                           cluster_cpus=args.cluster_cpus)
             report = header(args, setup)
@@ -271,9 +273,9 @@ def main() -> None:
         finally:
             s3.stop()
     print(report)
-    OUT_MD.parent.mkdir(parents=True, exist_ok=True)
-    OUT_MD.write_text(report)
-    print(f"load average at the end: {os.getloadavg()[0]:.1f}; logs of every run: {RUNS}", file=sys.stderr)
+    out_md.parent.mkdir(parents=True, exist_ok=True)
+    out_md.write_text(report)
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}; logs of every run: {runs}", file=sys.stderr)
 
 
 if __name__ == "__main__":
