@@ -35,9 +35,9 @@ BIN = Path(sys.executable).parent
 READY = {"s2s serve": "serving ", "ray start": "Ray runtime started"}
 
 
-def tour_commands(readme: str) -> list[tuple[str, bool]]:
-    """(command, runs in the background) for every line of the bash blocks under '## Tour'."""
-    section = readme.split("\n## Tour\n", 1)[1].split("\n## ", 1)[0]
+def tour_commands(readme: str, heading: str = "Tour") -> list[tuple[str, bool]]:
+    """(command, runs in the background) for every line of the bash blocks under `## heading`."""
+    section = readme.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S):
         for line in block.replace("\\\n", " ").splitlines():

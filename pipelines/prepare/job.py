@@ -188,7 +188,10 @@ def _write_map_rejects(storage: Storage, output: str, plan: Plan, results: list[
     return files
 
 
-@ray.remote(num_cpus=TASK_CPUS)
+# A worker process of its own (max_calls=1), which exits after: SentencePiece's memory goes back to
+# the OS instead of staying in a pooled worker that the token-id tasks reuse next, and a task that
+# ran before it (a map or reduce of a large corpus) cannot leave its memory in the tokenizer's.
+@ray.remote(num_cpus=TASK_CPUS, max_calls=1)
 def train_tokenizer(storage: Storage, output: str, shard_paths: list[str], config: PrepareConfig) -> dict:
     """Train SentencePiece on the first `sample_pairs` train rows in id order; upload it."""
     wanted = config.tokenizer.sample_pairs

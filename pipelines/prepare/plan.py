@@ -8,13 +8,13 @@ a second with one line.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import pyarrow.parquet as pq
 
 from pipelines.outputs import check_apart
-from pipelines.storage import FileEntry, NotFound, Storage, basename, join
+from pipelines.storage import FileEntry, NotFound, Storage, absolute, basename, join
 from s2s_core.config import resolve
 from s2s_core.data.config import PrepareConfig
 from s2s_core.data.readers import check_parquet_schema, detect_format
@@ -108,9 +108,10 @@ def plan(storage: Storage, request: PrepareRequest) -> PreparePlan:
     check_apart([*request.inputs, *request.valid_inputs, *request.test_inputs], request.output)
     roles: list[tuple[str, Role]] = [(u, "auto") for u in request.inputs]
     roles += [(u, "valid") for u in request.valid_inputs] + [(u, "test") for u in request.test_inputs]
-    if config.tokenizer.reuse:
+    if config.tokenizer.reuse:  # absolute, as the output: Ray tasks may run in another directory
+        config = replace(config, tokenizer=replace(config.tokenizer, reuse=absolute(config.tokenizer.reuse)))
         tokenizer_directory(storage, config.tokenizer.reuse)
-    return PreparePlan(request.output, config, plan_inputs(storage, roles, config))
+    return PreparePlan(absolute(request.output), config, plan_inputs(storage, roles, config))
 
 
 def tokenizer_directory(storage: Storage, uri: str) -> str:

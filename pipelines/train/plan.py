@@ -91,7 +91,8 @@ def plan(storage: Storage, request: TrainRequest) -> TrainPlan:
         check_init_from(storage, init_from, manifest)
         model = package_model(storage, init_from, model_overrides(request), max_bytes)
         train = replace(train, init_from=init_from, model=model)
-    model = fit_vocabulary(model, storage, data, manifest, train.batching)
+    model, batching = fit_vocabulary(model, storage, data, manifest, train.batching, batching_keys(request))
+    train = replace(train, batching=batching)
     check_token_ids(data, manifest, train.batching.loader)
     check_model_size(model, max_bytes)
     run_config = run_config_of(train, model, data, manifest)
@@ -113,11 +114,20 @@ def model_overrides(request: TrainRequest) -> dict[str, Any]:
     return overrides if isinstance(overrides, dict) else {}
 
 
+def batching_keys(request: TrainRequest) -> set[str]:
+    """The `batching.*` keys the request sets itself (config file or `key=value`)."""
+    given = layers(request.config_file, request.overrides).get("batching") or {}
+    return set(given) if isinstance(given, dict) else set()
+
+
 def fit_vocabulary(model: ModelConfig, storage: Storage, data: str, manifest: dict,
-                   batching: BatchConfig | None = None) -> ModelConfig:
-    """Fill the model's vocabulary sizes from the dataset tokenizer, or refuse a mismatch; with
-    `batching`, also refuse length limits whose rows (text plus the tokenizer's template) would
-    run past the model's position table."""
+                   batching: BatchConfig | None = None, given: set[str] = frozenset()) -> Any:
+    """Fill the model's vocabulary sizes from the dataset tokenizer, or refuse a mismatch.
+
+    With `batching`, returns (model, batching) with the length limits fitted to the model's
+    position table: a default limit whose rows (text plus the tokenizer's template) would run
+    past it is lowered to fit; one the request set (`given`) is refused, naming the value that fits.
+    """
     if not (manifest.get("tokenizer") or {}).get("files"):
         raise InputError(data, "the dataset has no tokenizer (prepare it with tokenizer.enabled=true)")
     with staged_tokenizer(storage, data, manifest) as local:
@@ -126,22 +136,31 @@ def fit_vocabulary(model: ModelConfig, storage: Storage, data: str, manifest: di
     wrong = [f"`model.{k}` is {getattr(model, k)} but the dataset tokenizer has {v} pieces"
              for k, v in sizes.items() if getattr(model, k) not in (0, v)]
     if batching is not None:
-        wrong += _row_length_problems(model, batching, {"source": source, "target": target})
+        batching, too_long = _fit_lengths(model, batching, {"source": source, "target": target}, given)
+        wrong += too_long
     if wrong:
         raise ConfigError(wrong)
-    return replace(model, **sizes)
+    model = replace(model, **sizes)
+    return model if batching is None else (model, batching)
 
 
-def _row_length_problems(model: ModelConfig, batching: BatchConfig, tokenizers: dict[str, Tokenizer]) -> list[str]:
-    """The length limits whose longest rows exceed the model's `max_positions` (Transformers)."""
+def _fit_lengths(model: ModelConfig, batching: BatchConfig, tokenizers: dict[str, Tokenizer],
+                 given: set[str]) -> tuple[BatchConfig, list[str]]:
+    """`batching` with default length limits lowered to the model's `max_positions` (Transformers),
+    and a problem for each limit the request set above it."""
     limit = getattr(model, "max_positions", None)
-    out = []
+    fitted, problems = {}, []
     for side, tokenizer in tokenizers.items():
-        longest, template = getattr(batching, f"max_{side}_len"), len(tokenizer.prefix) + len(tokenizer.suffix)
-        if limit is not None and longest + template > limit:
-            out.append(f"`batching.max_{side}_len` is {longest} but the model's rows hold at most {limit} tokens, "
-                       f"{template} of them the tokenizer's own: set it to {limit - template} or less")
-    return out
+        key, template = f"max_{side}_len", len(tokenizer.prefix) + len(tokenizer.suffix)
+        longest = getattr(batching, key)
+        if limit is None or longest + template <= limit:
+            continue
+        if key in given:
+            problems.append(f"`batching.{key}` is {longest} but the model's rows hold at most {limit} tokens, "
+                            f"{template} of them the tokenizer's own: set it to {limit - template} or less")
+        else:
+            fitted[key] = limit - template
+    return replace(batching, **fitted), problems
 
 
 def check_model_size(model: ModelConfig, max_bytes: int | None) -> None:

@@ -25,7 +25,11 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
+from s2s_core.errors import ConfigError
 from s2s_core.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+
+NO_USABLE_PAIRS = ("no training batches: no train pair is non-empty on both sides and within "
+                   "`batching.max_source_len`/`max_target_len` (raise them, or check the dataset)")
 
 
 @dataclass(frozen=True)
@@ -227,7 +231,7 @@ class BatchStream:
     def __init__(self, pairs: TokenizedPairs, batches: list[np.ndarray], seed: int,
                  layout: RowLayout = OUR_ROWS) -> None:
         if not batches:
-            raise ValueError("no training batches: the train split has no usable pairs")
+            raise ConfigError([NO_USABLE_PAIRS])
         self.pairs, self.batches, self.seed, self.layout = pairs, batches, seed, layout
         self._orders: dict[int, np.ndarray] = {}
 

@@ -26,7 +26,16 @@ from typing import Protocol
 
 import numpy as np
 
-from s2s_core.training.batching import OUR_ROWS, Batch, RowLayout, TokenizedPairs, make_batch, plan_batches
+from s2s_core.errors import ConfigError
+from s2s_core.training.batching import (
+    NO_USABLE_PAIRS,
+    OUR_ROWS,
+    Batch,
+    RowLayout,
+    TokenizedPairs,
+    make_batch,
+    plan_batches,
+)
 
 
 class ShardSource(Protocol):
@@ -81,7 +90,7 @@ class ShardedStream:
         # Batch counts need lengths only: the shard's ids are read when its window is used.
         self.counts = [len(self._plan(shard)) for shard in range(self.shards)]
         if not sum(self.counts):
-            raise ValueError("no training batches: the train split has no usable pairs")
+            raise ConfigError([NO_USABLE_PAIRS])
         self._windows: OrderedDict[tuple[int, int], _Window] = OrderedDict()
 
     @property

@@ -96,6 +96,33 @@ def test_nightly_trains_promotes_and_serves_submissions_then_does_nothing_the_se
     assert run_config["train"]["init_from"] == pointer["model"]
 
 
+def test_a_night_continues_an_imported_model_and_compares_the_result_with_it(night, marian_checkpoint, capsys):
+    """An imported checkpoint as the promoted model: the night prepares the new drops with its
+    tokenizer, fine-tunes it, and scores the result against it before promoting either."""
+    from pipelines import cli
+    from pipelines.orchestrate import promotion
+    from pipelines.packages import package_id
+
+    folder, _ = night
+    imported, storage = str(folder / "opus-mt-en-it"), Storage()
+    assert cli.main(["import", "--from", str(marian_checkpoint), "--output", imported]) == 0
+    root = str(folder / "root")
+    promotion.promote(storage, str(folder / "state"), root, imported, package_id(storage, imported), {})
+    pointer = promotion.current(storage, root)
+
+    night_done = nightly(overrides=[*overrides(folder), "on_new_data=continue", "metric=chrf"])
+    assert night_done["prepared"] and night_done["trained"]
+    recorded = json.loads((folder / "root" / "nightly.json").read_text())
+    assert recorded["continued_from"] == pointer["model"]
+    new, old = recorded["scores"]["new"]["chrf"], recorded["scores"]["promoted"]["chrf"]
+    assert night_done["promoted"] == (new > old)  # min_improvement 0: the better one stays promoted
+    run_config = json.loads(Path(recorded["run"], "config.json").read_text())
+    assert run_config["train"]["init_from"] == pointer["model"]
+    assert run_config["model"]["output_bias"] is True  # the Marian import's own config, not the tiny preset
+    tuned = json.loads(Path(recorded["run"], "model", "metadata.json").read_text())
+    assert tuned["origin"]["family"] == "marian"
+
+
 class Outage:
     """A TCP forwarder to the real S3 server that refuses connections (nothing listens on its
     port) until `restore()`: a network outage between the job and its storage."""

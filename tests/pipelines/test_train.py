@@ -265,3 +265,10 @@ def test_init_from_a_package_with_another_tokenizer_is_refused(dataset, tiny_pac
     message = capsys.readouterr().err.strip()
     assert "has another tokenizer than the dataset" in message and f"tokenizer.from={tiny_package}" in message
     assert not (tmp_path / "continued").exists()
+
+
+def test_length_limits_that_leave_no_usable_pair_are_one_line(dataset, tmp_path, capsys):
+    # Raised by the workers' batch planning (streamed or in memory), reported as the config problem it is.
+    assert train(dataset, tmp_path / "out", *TINY, "max_steps=2", "batching.max_source_len=1",
+                 "batching.max_target_len=1") == 2
+    assert "no training batches: no train pair is non-empty on both sides and within" in error_line(capsys)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from s2s_core.errors import ConfigError
 from s2s_core.training.batching import RowLayout, TokenizedPairs
 from s2s_core.training.config import resolve
 from s2s_core.training.setup import build_trainer, sharded_stream
@@ -99,7 +100,7 @@ def test_a_window_must_hold_a_shard_and_a_split_needs_a_usable_pair(real_pairs):
     with pytest.raises(ValueError, match="at least one shard"):
         ShardedStream(MemoryShards(real_pairs, 2), LIMITS, window=0, seed=1)
     too_short = StreamLimits(max_tokens=600, max_source_len=0, max_target_len=0)
-    with pytest.raises(ValueError, match="no training batches"):
+    with pytest.raises(ConfigError, match=r"no training batches: .* `batching\.max_source_len`"):
         ShardedStream(MemoryShards(real_pairs, 2), too_short, window=1, seed=1)
 
 
