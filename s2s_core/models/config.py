@@ -85,18 +85,6 @@ class TransformerConfig:
         """Whether each stack ends with a LayerNorm (`final_norm`, or pre-norm when it is None)."""
         return self.norm == "pre" if self.final_norm is None else self.final_norm
 
-    def non_default_options(self) -> list[str]:
-        """The architecture options set away from our own Transformer's (those an imported model
-        needs), by name: what an exporter that knows only ours must refuse."""
-        plain = TransformerConfig()
-        names = ("positions", "position_offset", "embedding_norm", "output_bias", "decoder_start_id")
-        out = [name for name in names if getattr(self, name) != getattr(plain, name)]
-        if self.final_norm is not None and self.final_norm != (self.norm == "pre"):
-            out.append("final_norm")
-        if self.activation not in ("relu", "gelu"):
-            out.append("activation")
-        return out
-
 
 @dataclass(kw_only=True)
 class LSTMConfig:

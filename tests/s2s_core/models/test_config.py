@@ -144,11 +144,3 @@ def test_imported_model_options_are_checked():
         "`position_offset` must be >= 0, but is -1",
         "`decoder_start_id` must be < `tgt_vocab_size` (50), but is 50",
     ]
-
-
-def test_non_default_options_name_what_an_exporter_of_our_own_model_must_refuse():
-    assert model_config("transformer-tiny").non_default_options() == []
-    assert model_config("transformer-tiny", {"norm": "post", "final_norm": False}).non_default_options() == []
-    imported = model_config("transformer-tiny", {"positions": "learned", "output_bias": True, "activation": "silu",
-                                                 "norm": "post", "final_norm": True})
-    assert imported.non_default_options() == ["positions", "output_bias", "final_norm", "activation"]
