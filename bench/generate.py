@@ -114,8 +114,6 @@ def matmul_gflops(args: argparse.Namespace) -> float:
 
 
 # --- parent: run the engines, tabulate -----------------------------------------------------
-
-
 def ct2_splits(cores: int) -> list[tuple[int, int]]:
     """inter_threads x intra_threads using all the cores: 1 x cores ... cores x 1."""
     return [(inter, cores // inter) for inter in range(1, cores + 1) if cores % inter == 0]
