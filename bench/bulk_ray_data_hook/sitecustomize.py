@@ -31,9 +31,9 @@ def _log(directory: str, event: str, rows: int) -> None:
 def _patch(module, directory: str) -> None:
     original = module.TextGenerator.__call__
 
-    def counted(self, texts):
+    def counted(self, texts, *args, **kwargs):  # the same call, whatever options it grows
         _log(directory, "start", len(texts))
-        results = original(self, texts)
+        results = original(self, texts, *args, **kwargs)
         _log(directory, "end", len(texts))
         return results
 
