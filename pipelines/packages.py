@@ -13,7 +13,7 @@ import hashlib
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from pipelines import settings
 from pipelines.storage import NotFound, Storage, is_s3, join
@@ -73,10 +73,10 @@ def staged_package(storage: Storage, model: str) -> Iterator[Path]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def check_model_config(storage: Storage, model: str, max_bytes: int | None) -> None:
-    """Refuse a package whose config.json is not a valid model config, or describes a model
-    whose weights would exceed `max_bytes` (None: s2s_core's default), before it is downloaded
-    or built.
+def check_model_config(storage: Storage, model: str, max_bytes: int | None) -> Any:
+    """The model config of the package `model` (its config.json), read without downloading the
+    package. Refuses a config.json that is not a valid model config, or describes a model whose
+    weights would exceed `max_bytes` (None: s2s_core's default), before it is downloaded or built.
 
     Raises:
         CheckpointError: not a package, or naming config.json and what is wrong with it.
@@ -91,7 +91,7 @@ def check_model_config(storage: Storage, model: str, max_bytes: int | None) -> N
         raise CheckpointError(uri, "missing from the model package") from None
     except InputError as err:  # not JSON: a damaged package, whose exit code and words are a checkpoint's
         raise CheckpointError(err.uri, err.reason) from None
-    check(data, uri, max_bytes, LIMIT_HINT)
+    return check(data, uri, max_bytes, LIMIT_HINT)
 
 
 LIMIT_HINT = " (S2S_MAX_MODEL_GB sets the limit)"

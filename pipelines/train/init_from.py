@@ -12,11 +12,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from pipelines.packages import LIMIT_HINT, package_metadata
+from pipelines.packages import check_model_config, package_metadata
 from pipelines.storage import NotFound, Storage, join
-from s2s_core.errors import CheckpointError, ConfigError, InputError
+from s2s_core.errors import ConfigError, InputError
 from s2s_core.models.config import ModelConfig
-from s2s_core.package import check_model_config
 
 FINE_TUNING_OPTIONS = ("dropout", "attention_dropout")
 """Model fields a run may change in the package's config: regularisation, not the architecture."""
@@ -31,15 +30,7 @@ def package_model(storage: Storage, init_from: str, overrides: dict[str, Any], m
         CheckpointError: not a package, or its config.json is missing, invalid or too large.
         ConfigError: an override of an architecture field (or of a field the model does not have).
     """
-    uri = join(init_from, "config.json")
-    package_metadata(storage, init_from)  # one clear line for a URI that is not a package
-    try:
-        data = storage.read_json(uri)
-    except NotFound:
-        raise CheckpointError(uri, "missing from the model package") from None
-    except InputError as err:  # not JSON: a damaged package
-        raise CheckpointError(err.uri, err.reason) from None
-    config = check_model_config(data, uri, max_bytes, LIMIT_HINT)
+    config = check_model_config(storage, init_from, max_bytes)
     fields = {f.name for f in dataclasses.fields(config)}
     refused = [f"`model.{key}` cannot be set with `init_from` (the model is the package's; only "
                f"{', '.join(f'model.{name}' for name in FINE_TUNING_OPTIONS if name in fields)} may change)"
