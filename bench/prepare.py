@@ -16,7 +16,8 @@ stdout and bench/out/prepare.md.  Usage: .venv/bin/python bench/prepare.py [--re
 
 Two more modes (bench/prepare_scale.py), either or both in one run instead of the rows above:
   --scale 1,4,16    the whole `s2s prepare` on 1x/4x/16x distinct copies of the input: wall, peak
-                    RSS of the tree and of the largest Ray task -> bench/out/prepare_scale.md
+                    RSS of the tree and of the largest Ray task, that task's own memory (RSS less
+                    the object-store pages it maps) and the object store's -> bench/out/prepare_scale.md
   --language-id     `s2s prepare` with clean.language_id off and on: wall ratio, the rejected
                     count and 20 random rejects -> bench/out/language_id.md
   --base-rows N     use the input's first N lines (smoke runs of either mode)

@@ -6,7 +6,19 @@
 - A child environment without any Ray address, so each measured command starts its own local Ray.
 - Running a command while sampling its process tree: the sum of RSS (work and services apart),
   each process's peak RSS with its title (Ray sets `ray::<task or actor>`) at that peak, and
-  every output line with its time since the spawn.
+  every output line with its time since the spawn. For Ray workers also what their RSS is made
+  of (Linux: /proc/PID/status and smaps_rollup), see `memory_parts`.
+
+Why RSS alone misleads for a Ray worker: Ray's object store is one /dev/shm file
+(`/dev/shm/plasma…`) that every worker maps. A worker that writes a task's outputs to the store,
+or reads its inputs from it, touches those pages, and they stay in its RSS (as RssShmem) for the
+rest of its life, whether the objects are freed or not: the store keeps its pages and the worker
+keeps its mapping. A pooled worker that ran map and reduce tasks of a shuffle therefore shows the
+shuffle's store pages in the RSS of every task it runs later. Those pages are the store's memory,
+counted once for the machine and bounded by its `object_store_memory` (Ray spills beyond it), not
+the task's: a task's own memory is `own` = RSS less shared memory (private anonymous + file pages).
+USS and PSS do not separate them either: USS counts the store pages only this worker touched, PSS
+a share of the others.
 
 Generated corpora and prepared datasets are cached under bench/out/scale/ (git-ignored).
 """
@@ -121,14 +133,50 @@ def is_service(text: str) -> bool:
     return any(mark in text for mark in SERVICE_MARKS)
 
 
+def memory_parts(pid: int) -> dict[str, int]:
+    """What a process's RSS is made of, in bytes (empty when /proc cannot tell): anon (private
+    anonymous: heap, arenas), file (mapped files: libraries), shmem (shared memory: for a Ray
+    worker, the object-store pages it has touched); they sum to RSS. own = anon + file (RSS less
+    shared memory); uss (pages only it maps, store pages included), pss (shared pages split among
+    the processes mapping them) and pss_shmem (its share of shmem: summed over processes, the
+    shared memory they map, each page once)."""
+    parts = {}
+    try:
+        for path, wanted in ((f"/proc/{pid}/status", STATUS_KEYS), (f"/proc/{pid}/smaps_rollup", ROLLUP_KEYS)):
+            with open(path) as handle:
+                for line in handle:
+                    key, _, value = line.partition(":")
+                    if key in wanted:
+                        name = wanted[key]
+                        parts[name] = parts.get(name, 0) + int(value.split()[0]) * 1024
+    except (OSError, ValueError):
+        return {}
+    if "anon" in parts and "file" in parts:
+        parts["own"] = parts["anon"] + parts["file"]
+    return parts
+
+
+STATUS_KEYS = {"RssAnon": "anon", "RssFile": "file", "RssShmem": "shmem"}
+ROLLUP_KEYS = {"Pss": "pss", "Private_Clean": "uss", "Private_Dirty": "uss", "Pss_Shmem": "pss_shmem"}
+
+
 @dataclass
 class ProcPeak:
-    """One process of the tree: its peak RSS, its title at that peak, every title it had."""
+    """One process of the tree: its peak RSS, its title at that peak, every title it had; for a
+    Ray worker also its peak of each `memory_parts` measure and their values at the RSS peak."""
 
     pid: int
     first_seen: float
     rss: int = 0
     title: str = ""
+    parts_at_peak: dict[str, int] = field(default_factory=dict)
+    """memory_parts when RSS peaked."""
+    part_peaks: dict[str, int] = field(default_factory=dict)
+    """The highest value seen of each memory part (each at its own time)."""
+    part_titles: dict[str, str] = field(default_factory=dict)
+    """The title at each part's peak."""
+    trace: list[tuple[float, str, int, dict[str, int]]] = field(default_factory=list)
+    """Every sample of a Ray worker: (seconds since the spawn, title, rss, memory_parts)."""
     titles: dict[str, float] = field(default_factory=dict)
     """title -> seconds since the spawn when first seen with it."""
     busy: str = ""
@@ -150,6 +198,9 @@ class Measured:
     peak_work: int
     """Highest sum of RSS over the tree's processes that are not services, in bytes."""
     peak_services: int
+    peak_shared: int
+    """Highest shared memory mapped by the Ray workers and the raylet together, each page once (the
+    object-store pages in use or kept by the store), in bytes."""
     root: int
     """The command's own process id."""
 
@@ -170,7 +221,7 @@ class TreeSampler(threading.Thread):
         super().__init__(daemon=True)
         self.root, self.started, self.interval = psutil.Process(root), started, interval
         self.procs: dict[int, ProcPeak] = {}
-        self.peak_work = self.peak_services = 0
+        self.peak_work = self.peak_services = self.peak_shared = 0
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -179,7 +230,7 @@ class TreeSampler(threading.Thread):
             self.stop.wait(self.interval)
 
     def sample(self) -> None:
-        now, totals = time.perf_counter() - self.started, [0, 0]
+        now, totals, shared = time.perf_counter() - self.started, [0, 0], 0
         try:
             procs = [self.root, *self.root.children(recursive=True)]
         except psutil.Error:
@@ -194,9 +245,19 @@ class TreeSampler(threading.Thread):
             peak.titles.setdefault(text, now)
             if text != IDLE:
                 peak.busy = text
+            shown = text if text != IDLE or not peak.busy else f"{peak.busy} (then idle)"
+            worker = "ray::" in text and not is_service(text)
+            parts = memory_parts(proc.pid) if worker or "raylet" in text else {}
+            shared += parts.get("pss_shmem", 0)
+            if parts and worker:
+                peak.trace.append((now, text, rss, parts))
+                for name, value in parts.items():
+                    if value > peak.part_peaks.get(name, -1):
+                        peak.part_peaks[name], peak.part_titles[name] = value, shown
             if rss > peak.rss:  # an idle worker keeps the memory of the task it ran last
-                peak.rss, peak.title = rss, text if text != IDLE or not peak.busy else f"{peak.busy} (then idle)"
+                peak.rss, peak.title, peak.parts_at_peak = rss, shown, parts
         self.peak_work, self.peak_services = max(self.peak_work, totals[0]), max(self.peak_services, totals[1])
+        self.peak_shared = max(self.peak_shared, shared)
 
 
 def run_measured(cmd: list[str], env: dict, log: Path, interval: float = 0.2) -> Measured:
@@ -220,7 +281,8 @@ def run_measured(cmd: list[str], env: dict, log: Path, interval: float = 0.2) ->
         wall = time.perf_counter() - started
         sampler.stop.set()
         sampler.join()
-    return Measured(wall, proc.returncode, lines, sampler.procs, sampler.peak_work, sampler.peak_services, proc.pid)
+    return Measured(wall, proc.returncode, lines, sampler.procs, sampler.peak_work, sampler.peak_services,
+                    sampler.peak_shared, proc.pid)
 
 
 def failed(cmd: list[str], run: Measured) -> str:

@@ -188,10 +188,16 @@ def _write_map_rejects(storage: Storage, output: str, plan: Plan, results: list[
     return files
 
 
-# A worker process of its own (max_calls=1), which exits after: SentencePiece's memory goes back to
-# the OS instead of staying in a pooled worker that the token-id tasks reuse next, and a task that
-# ran before it (a map or reduce of a large corpus) cannot leave its memory in the tokenizer's.
-@ray.remote(num_cpus=TASK_CPUS, max_calls=1)
+# A worker process of its own, which exits after (max_calls=1): SentencePiece's memory goes back to
+# the OS instead of staying in a pooled worker that the token-id tasks reuse next. max_calls alone
+# does not give a fresh process: Ray runs the task in any idle pooled worker, one that ran map and
+# reduce tasks before and still holds their heap and maps the object-store pages they touched (the
+# shuffle: 1.1 GB of a 16x corpus, measured by bench/prepare.py --scale). A runtime environment of
+# its own (env_vars only: nothing to install) matches no pooled worker, so Ray starts a new one.
+FRESH_WORKER = {"env_vars": {"S2S_FRESH_WORKER": "train_tokenizer"}}
+
+
+@ray.remote(num_cpus=TASK_CPUS, max_calls=1, runtime_env=FRESH_WORKER)
 def train_tokenizer(storage: Storage, output: str, shard_paths: list[str], config: PrepareConfig) -> dict:
     """Train SentencePiece on the first `sample_pairs` train rows in id order; upload it."""
     wanted = config.tokenizer.sample_pairs
