@@ -24,12 +24,14 @@ from s2s_core.generation.penalties import (
     force_tokens,
     length_normalizer,
 )
-from s2s_core.generation.search import BeamStep, beam_step, sample_step
+from s2s_core.generation.search import BeamStep, beam_step, sample_step, top_candidates
 from s2s_core.models.state import Seq2SeqModel
 from s2s_core.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
-VOCAB_ROWS = 32
-"""Rows projected onto the vocabulary at a time: (32, 32k) fp32 logits are 4 MB, cache-sized."""
+VOCAB_ROWS = 128
+"""Rows projected onto the vocabulary at a time. Each slice reads the whole output matrix again
+(120 MB at a 58k vocabulary), so fewer, larger slices win, up to where the (rows, V) logits
+leave the cache: measured fastest near 128 rows at 58k (30 MB), against 32 or 256."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,8 @@ class Generator:
         limits = torch.clamp((source_lengths.double() * config.max_len_a).long() + config.max_len_b,
                              max=config.max_length)
         state = self.model.init_state(self.model.encode(src))
+        if hasattr(state, "reserve"):  # preallocated caches: room for the longest search at once
+            state.reserve(int(limits.max()) + 1 if count else 0)
         rows = torch.arange(count, device=src.device)
         if beams > 1:
             state.reorder(rows.repeat_interleave(beams))
@@ -148,7 +152,7 @@ class Generator:
             tokens, token_log_probs = sample_step(log_probs, sampling, sampler)
             values, tokens = token_log_probs[:, None], tokens[:, None]
         else:
-            values, tokens = logits.topk(min(2 * self.beams, logits.shape[1]), dim=1)  # (r, 2K)
+            values, tokens = top_candidates(logits, min(2 * self.beams, logits.shape[1]))  # (r, 2K)
             values = values - normalizer
             end_stuck_candidates(values, tokens, eos)
         if self.config.limit_ending == "forced-eos":

@@ -70,6 +70,33 @@ def beam_step(scores: Tensor, log_probs: Tensor, tokens: Tensor | None = None,
     )
 
 
+TOP_CHUNK = 256
+"""Columns per chunk of `top_candidates`."""
+
+
+def top_candidates(values: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """values (r, V) -> the k largest of each row, best first, and their columns (r, k) each:
+    `values.topk(k, dim=1)`, several times faster on a large vocabulary.
+
+    The columns are cut into chunks of TOP_CHUNK; the k largest values lie in (at most) the k
+    chunks with the largest maxima, so a vectorised max over the row picks those, and the exact
+    top-k runs on them (plus the columns left over after the last whole chunk) only. Ties may
+    come out in another order than topk's (its own order among ties is not specified either).
+    """
+    rows, width = values.shape
+    chunks = width // TOP_CHUNK
+    if chunks < 4 * k:
+        return values.topk(k, dim=1)
+    body = values[:, : chunks * TOP_CHUNK].unflatten(1, (chunks, TOP_CHUNK))  # (r, c, w)
+    best = body.amax(dim=2).topk(k, dim=1).indices.sort(dim=1).values  # (r, k) chunks, in column order
+    picked = body.gather(1, best[:, :, None].expand(rows, k, TOP_CHUNK)).flatten(1)  # (r, k * w)
+    top, where = torch.cat([picked, values[:, chunks * TOP_CHUNK:]], dim=1).topk(k, dim=1)
+    inside = where < k * TOP_CHUNK
+    chunk = best.gather(1, torch.where(inside, where // TOP_CHUNK, 0))
+    columns = torch.where(inside, chunk * TOP_CHUNK + where % TOP_CHUNK, where + (chunks - k) * TOP_CHUNK)
+    return top, columns
+
+
 def sample_step(log_probs: Tensor, sampling_logits: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """One token per row drawn from softmax(sampling_logits (R, V)) -> (tokens (R,), their
     log P under the model's own distribution `log_probs` (R, V))."""

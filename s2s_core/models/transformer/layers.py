@@ -16,30 +16,81 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s2s_core.models.config import TransformerConfig
-from s2s_core.models.state import init_linear, select_rows
+from s2s_core.models.state import init_linear
 
 
 @dataclass
 class LayerCache:
-    """One decoder layer's incremental state."""
+    """One decoder layer's incremental state.
 
-    self_keys: Tensor
-    """(B, H, t, Dh) keys of the t tokens decoded so far; grows by one each step."""
-    self_values: Tensor
-    """(B, H, t, Dh) values, as `self_keys`."""
+    The self-attention keys and values live in one preallocated buffer: a step writes its own in
+    place and a reorder copies the cache once (into a spare buffer that the caller recycles),
+    where growing tensors by concatenation would copy them twice per step.
+    """
+
     cross_keys: Tensor
-    """(B, H, S, Dh) keys of the encoder output, computed once per source."""
+    """(N, H, S, Dh) keys of the encoder output, computed once per source; N divides B, and each
+    group of B / N consecutive rows shares one (`TransformerDecoderState.reorder`)."""
     cross_values: Tensor
-    """(B, H, S, Dh) values of the encoder output."""
+    """(N, H, S, Dh) values of the encoder output."""
+    steps: Tensor | None = None
+    """(B*, H, 2, capacity, Dh): keys ([:, :, 0]) and values ([:, :, 1]) of the decoded tokens, in
+    rows :rows and steps :length (B* >= rows); None until the first step."""
+    rows: int = 0
+    length: int = 0
+    """Tokens decoded so far."""
+    capacity: int = 0
+    """Steps to allocate room for at once (a hint: the buffer grows when a step needs more)."""
 
-    def reorder(self, indices: Tensor, same_sources: bool = False) -> None:
-        """Keep rows `indices` (B',) of every tensor; the cross-attention ones only if the sources change."""
-        self.self_keys = select_rows(self.self_keys, indices)
-        self.self_values = select_rows(self.self_values, indices)
-        if same_sources:
-            return
-        self.cross_keys = select_rows(self.cross_keys, indices)
-        self.cross_values = select_rows(self.cross_values, indices)
+    @property
+    def self_keys(self) -> Tensor:
+        """(B, H, t, Dh) keys of the t tokens decoded so far (a view of the buffer)."""
+        return self._view(0)
+
+    @property
+    def self_values(self) -> Tensor:
+        """(B, H, t, Dh) values, as `self_keys`."""
+        return self._view(1)
+
+    def _view(self, part: int) -> Tensor:
+        if self.steps is None:
+            batch, heads, _, head_dim = self.cross_keys.shape
+            return self.cross_keys.new_empty(self.rows or batch, heads, 0, head_dim)
+        return self.steps[: self.rows, :, part, : self.length]
+
+    def append(self, step: Tensor) -> tuple[Tensor, Tensor]:
+        """step (B, H, 2, Dh): the new token's key and value -> keys, values (B, H, t + 1, Dh)."""
+        batch, heads, _, head_dim = step.shape
+        steps = self.steps
+        if steps is None or steps.shape[0] < batch or steps.shape[3] <= self.length:
+            room = max(self.capacity, 2 * self.length, self.length + 1, 16)
+            grown = step.new_empty(batch, heads, 2, room, head_dim)
+            if steps is not None and self.length:
+                grown[:, :, :, : self.length] = steps[:batch, :, :, : self.length]
+            self.steps = steps = grown
+        steps[:batch, :, :, self.length] = step
+        self.rows, self.length = batch, self.length + 1
+        return self.self_keys, self.self_values
+
+    def reorder(self, indices: Tensor, spare: Tensor | None = None) -> Tensor | None:
+        """Keep rows `indices` (B',) of the self-attention cache (the caller selects the cross-
+        attention tensors). It is copied into `spare` (a buffer of another layer's shape; None or
+        too small: a new one), and the buffer it leaves is returned for the next layer."""
+        rows = indices.shape[0]
+        steps = self.steps
+        if steps is not None and self.length:
+            if spare is None or spare.shape[0] < rows or spare.shape[1:] != steps.shape[1:]:
+                spare = steps.new_empty((rows, *steps.shape[1:]))
+            kept, into = steps[: self.rows, :, :, : self.length], spare[:rows, :, :, : self.length]
+            if kept.requires_grad:  # out= has no autograd: a temporary (never in inference)
+                into.copy_(kept.index_select(0, indices))
+            else:
+                torch.index_select(kept, 0, indices, out=into)
+            self.steps, spare = spare, steps
+        elif steps is not None and steps.shape[0] < rows:
+            self.steps = None  # nothing cached yet: the first step allocates room for the new rows
+        self.rows = rows
+        return spare
 
 
 class Attention(nn.Module):
@@ -69,7 +120,8 @@ class Attention(nn.Module):
 
 
 def _single_query_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
-    """q (B, H, 1, Dh) over k/v (B, H, S, Dh) -> (B, H, 1, Dh): a decoding step's attention.
+    """q (B, H, G, Dh) over k/v (B, H, S, Dh) -> (B, H, G, Dh): a decoding step's attention (G
+    queries: the beams of one sentence sharing its source).
 
     Two small batched matmuls beat SDPA's CPU kernel here (measured 25-35% faster at decoding
     shapes), which is built for many queries at once.
@@ -100,11 +152,10 @@ class SelfAttention(Attention):
 
     def step(self, x: Tensor, cache: LayerCache) -> Tensor:
         """(B, 1, D) -> (B, 1, D) attending to every cached step and itself; extends the cache."""
-        q, k, v = self.split_heads(self.qkv(x), 3)
-        cache.self_keys = torch.cat([cache.self_keys, k], dim=2)
-        cache.self_values = torch.cat([cache.self_values, v], dim=2)
+        parts = self.qkv(x).view(x.shape[0], 3, self.heads, -1)  # (B, 3, H, Dh): q, k, v
+        keys, values = cache.append(parts[:, 1:].transpose(1, 2))
         # One query over all earlier keys: no future exists yet, so no causal mask is needed.
-        return self.attend(q, cache.self_keys, cache.self_values, None)
+        return self.attend(parts[:, 0, :, None], keys, values, None)
 
 
 class CrossAttention(Attention):
@@ -124,6 +175,17 @@ class CrossAttention(Attention):
         """(B, T, D) queries over (B, H, S, Dh) keys/values; mask (B, 1, 1, S) -> (B, T, D)."""
         (q,) = self.split_heads(self.q(x), 1)
         return self.attend(q, keys, values, mask)
+
+    def step(self, x: Tensor, keys: Tensor, values: Tensor, mask: Tensor) -> Tensor:
+        """A decoding step: (B, 1, D) queries over keys/values (N, H, S, Dh) and mask (N, 1, 1, S)
+        shared by each group of B / N consecutive rows (the beams of a sentence) -> (B, 1, D).
+        A group's queries go through its source's keys together: B / N times fewer, larger matmuls."""
+        if self.training or keys.shape[0] == x.shape[0]:
+            return self.forward(x, keys, values, mask)
+        batch, sources = x.shape[0], keys.shape[0]
+        q = self.q(x).view(sources, batch // sources, self.heads, -1).transpose(1, 2)  # (N, H, G, Dh)
+        out = _single_query_attention(q, keys, values, mask).transpose(1, 2)  # (N, G, H, Dh)
+        return self.out(out.reshape(batch, 1, -1))
 
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
@@ -202,12 +264,10 @@ class DecoderLayer(nn.Module):
     def step(self, x: Tensor, cache: LayerCache, memory_mask: Tensor) -> Tensor:
         """(B, 1, D) -> (B, 1, D) for the next position, using and extending `cache`."""
         x = self.self_block(x, lambda h: self.self_attention.step(h, cache))
-        x = self.cross_block(x, lambda h: self.cross_attention(h, cache.cross_keys, cache.cross_values, memory_mask))
+        x = self.cross_block(x, lambda h: self.cross_attention.step(h, cache.cross_keys, cache.cross_values, memory_mask))
         return self.ffn_block(x, self.ffn)
 
     def new_cache(self, memory: Tensor) -> LayerCache:
         """An empty self-attention cache plus this layer's cross keys/values of (B, S, D) `memory`."""
         keys, values = self.cross_attention.keys_values(memory)
-        batch, heads, _, head_dim = keys.shape
-        empty = keys.new_empty(batch, heads, 0, head_dim)
-        return LayerCache(self_keys=empty, self_values=empty, cross_keys=keys, cross_values=values)
+        return LayerCache(cross_keys=keys, cross_values=values, rows=keys.shape[0])

@@ -34,17 +34,48 @@ class TransformerDecoderState:
     layers: list[LayerCache]
     """Per decoder layer: growing self-attention K/V and the cross-attention K/V of the source."""
     memory_mask: Tensor
-    """(B, 1, 1, S) bool, True at real source tokens (the SDPA mask for cross-attention)."""
+    """(N, 1, 1, S) bool, True at real source tokens (the SDPA mask for cross-attention); one row
+    per `group` rows."""
     step: int = 0
     """Target tokens decoded so far: the position of the next one."""
+    spare: Tensor | None = None
+    """A self-attention buffer free for the next reorder (layers hand theirs on in turn)."""
+    group: int = 1
+    """Consecutive rows per row of the source-side tensors (the beams of a sentence share one)."""
 
     def reorder(self, indices: Tensor, same_sources: bool = False) -> None:
         """Keep rows `indices` (B',) of every cached tensor (beam expansion and reordering);
-        `same_sources`: row i keeps its source, so the source-side tensors stay as they are."""
+        `same_sources`: row i keeps its source, so the source-side tensors stay as they are.
+
+        The source-side tensors (cross-attention K/V, mask) keep one row per source when the
+        new rows come in equal groups of consecutive rows with one source each (the beams of
+        a sentence), else one row per row."""
         for cache in self.layers:
-            cache.reorder(indices, same_sources)
-        if not same_sources:
-            self.memory_mask = select_rows(self.memory_mask, indices)
+            self.spare = cache.reorder(indices, self.spare)
+        if same_sources:
+            return
+        sources = indices // self.group  # (B',) the source row of each new row
+        self.group, sources = _grouped(sources)
+        for cache in self.layers:
+            cache.cross_keys = select_rows(cache.cross_keys, sources)
+            cache.cross_values = select_rows(cache.cross_values, sources)
+        self.memory_mask = select_rows(self.memory_mask, sources)
+
+    def reserve(self, steps: int) -> None:
+        """Room for `steps` decoded tokens in the self-attention caches (else they grow as needed)."""
+        for cache in self.layers:
+            cache.capacity = steps
+
+
+def _grouped(sources: Tensor) -> tuple[int, Tensor]:
+    """(B',) source row of each row -> (G, the (B' / G,) source of each group) when the rows come
+    in groups of G consecutive rows with the same source; else (1, sources)."""
+    rows = sources.shape[0]
+    differ = (sources != sources[:1]).nonzero()
+    group = int(differ[0, 0]) if differ.numel() else rows
+    if group <= 1 or rows % group or not bool((sources.view(-1, group) == sources[::group, None]).all()):
+        return 1, sources
+    return group, sources[::group]
 
 
 def attention_mask(padding_mask: Tensor) -> Tensor:

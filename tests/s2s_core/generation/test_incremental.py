@@ -83,3 +83,25 @@ def test_incremental_decoding_gives_the_outputs_of_full_re_decoding(preset, opti
     limits = [len(row) + 1 + 2 for row in SOURCES]
     assert len({max(len(h.tokens) for h in hyps) for hyps in incremental}) > 1
     assert any(len(h.tokens) < limit for hyps, limit in zip(incremental, limits) for h in hyps)
+
+
+@pytest.mark.parametrize("groups, group", [([0, 0, 1, 1, 2, 2], 2), ([0, 0, 0, 1, 1], 1), ([2, 2, 0, 1], 1)])
+def test_transformer_state_shares_source_tensors_within_beam_groups(groups, group):
+    """Beams of one sentence share its cross-attention K/V (one row per group); rows that come in no
+    such groups get one row each; both give the decoder steps of a state with a row per row."""
+    model = toy_model("transformer-tiny", VOCAB, seed=3, scale=3.0)
+    src = sources(SOURCES[:3])
+    indices = torch.tensor(groups)
+    grouped = model.init_state(model.encode(src))
+    grouped.reorder(indices)
+    expanded = model.init_state(model.encode(src[indices]))
+    assert grouped.group == group
+    assert grouped.layers[0].cross_keys.shape[0] == len(groups) // group
+    prev = torch.arange(4, 4 + len(groups))
+    rows = torch.arange(len(groups))
+    # Step 0 keeps every row (same sources), step 1 drops the last one (the sources change).
+    for keep, same in [(rows, True), (rows[:-1], False), (rows[:-1], True)]:
+        torch.testing.assert_close(model.decode_hidden(prev, grouped), model.decode_hidden(prev, expanded))
+        grouped.reorder(keep, same_sources=same)
+        expanded.reorder(keep, same_sources=same)
+        prev, rows = prev[keep], rows[: len(keep)]

@@ -18,7 +18,7 @@ from s2s_core.generation.penalties import (
     forbid_specials,
     length_normalizer,
 )
-from s2s_core.generation.search import beam_step, sample_step
+from s2s_core.generation.search import TOP_CHUNK, beam_step, sample_step, top_candidates
 from s2s_core.tokenizer import EOS_ID
 
 INF = float("inf")
@@ -142,6 +142,25 @@ def test_beam_step_with_fewer_candidates_than_beams_leaves_empty_beams():
     # ended candidates keep their rank among the first K: EOS ranks second here
     assert out.ended_scores[0].tolist() == [-INF, pytest.approx(-1.0), -INF]
     assert out.ended_beams[0, 1] == 0
+
+
+@pytest.mark.parametrize("width", [50, 40 * TOP_CHUNK, 40 * TOP_CHUNK + 77])  # plain topk; whole chunks; a tail
+def test_top_candidates_equal_topk(width):
+    generator = torch.Generator().manual_seed(width)
+    values = torch.randn(6, width, generator=generator)
+    values[0, -5:] = 10.0 + torch.arange(5.0)  # all best in the tail (or the last chunk)
+    first = min(TOP_CHUNK, width)
+    values[1, :first] = 5.0 + torch.rand(first, generator=generator)  # all in the first chunk
+    values[2, ::TOP_CHUNK] = 7.0 + torch.arange(float(len(values[2, ::TOP_CHUNK])))  # one per chunk
+    values[3, 2:] = -INF  # fewer finite values than k
+    values[4, 10:20] = torch.linspace(3.0, 4.0, 10)  # the best side by side
+    for k in (1, 8):
+        top, columns = top_candidates(values, k)
+        expected = values.topk(k, dim=1)
+        assert torch.equal(top, expected.values)
+        assert torch.equal(values.gather(1, columns), top)  # the columns hold those values
+        finite = top.isfinite()
+        assert torch.equal(columns[finite], expected.indices[finite])  # unique finite values: same columns
 
 
 def test_sample_step_draws_from_the_filtered_distribution_and_reports_model_log_probs():
