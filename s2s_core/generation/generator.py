@@ -73,6 +73,15 @@ class _Batch:
     """Per caller sentence: its ended hypotheses."""
     prefix: list[int] = field(default_factory=list)
     """Ids forced first for every sentence of this call."""
+    scratch: Tensor | None = None
+    """(rows, V) buffer of a slice's log-probabilities, reused by every step."""
+
+    def log_prob_buffer(self, logits: Tensor) -> Tensor:
+        """A (r, V) view of `scratch` for the log-probabilities of `logits` (r, V)."""
+        rows, width = logits.shape
+        if self.scratch is None or self.scratch.shape[0] < rows or self.scratch.shape[1] != width:
+            self.scratch = logits.new_empty(rows, width)
+        return self.scratch[:rows]
 
 
 class Generator:
@@ -106,17 +115,21 @@ class Generator:
         if hasattr(state, "reserve"):  # preallocated caches: room for the longest search at once
             state.reserve(int(limits.max()) + 1 if count else 0)
         rows = torch.arange(count, device=src.device)
-        if beams > 1:
-            state.reorder(rows.repeat_interleave(beams))
         scores = torch.full((count, beams), float("-inf"), device=src.device)
         scores[:, 0] = 0.0  # one hypothesis (the empty one) per sentence at the start
         batch = _Batch(sentence=rows, limits=limits, scores=scores,
-                       history=src.new_empty(count * beams, 0), finished=[[] for _ in range(count)], prefix=prefix)
-        prev = torch.full((count * beams,), start_id, dtype=torch.long, device=src.device)
+                       history=src.new_empty(count, 0), finished=[[] for _ in range(count)], prefix=prefix)
+        # Step 0 decodes each sentence's one hypothesis once (N rows); its K beams start after it.
+        prev = torch.full((count,), start_id, dtype=torch.long, device=src.device)
         sampler = torch.Generator(device=src.device).manual_seed(config.seed) if config.sampling else None
         step = 0
         while batch.sentence.numel():
             candidates, tokens = self._next_candidates(prev, state, batch, step, sampler)  # (R, C) each
+            if step == 0 and beams > 1:
+                # Only beam 0 is live (the others score -inf), so copies of its candidates do.
+                state.reorder(rows.repeat_interleave(beams))
+                batch.history = batch.history.repeat_interleave(beams, dim=0)
+                candidates, tokens = candidates.repeat_interleave(beams, dim=0), tokens.repeat_interleave(beams, dim=0)
             prev = self._advance(candidates, tokens, state, batch, step)
             step += 1
         return [sorted(hyps, key=lambda h: -h.score)[: config.nbest] for hyps in batch.finished]
@@ -129,31 +142,32 @@ class Generator:
         hidden = self.model.decode_hidden(prev, state)  # (R, D)
         if step < len(batch.prefix):
             return force_tokens(hidden.shape[0], batch.prefix[step], hidden.device)
-        row_limits = batch.limits.repeat_interleave(self.beams)
+        row_limits = batch.limits.repeat_interleave(hidden.shape[0] // batch.limits.shape[0])  # (R,) or (N,) at step 0
         parts = [self._slice_candidates(hidden[start:start + VOCAB_ROWS], row_limits[start:start + VOCAB_ROWS],
-                                        batch.history[start:start + VOCAB_ROWS], step, sampler)
+                                        batch.history[start:start + VOCAB_ROWS], step, sampler, batch)
                  for start in range(0, hidden.shape[0], VOCAB_ROWS)]
         return torch.cat([values for values, _ in parts]), torch.cat([tokens for _, tokens in parts])
 
-    def _slice_candidates(self, hidden: Tensor, limits: Tensor, history: Tensor, step: int,
-                          sampler) -> tuple[Tensor, Tensor]:
+    def _slice_candidates(self, hidden: Tensor, limits: Tensor, history: Tensor, step: int, sampler,
+                          batch: _Batch) -> tuple[Tensor, Tensor]:
         """`_next_candidates` for a slice of rows: hidden (r, D), limits (r,), history (r, t)."""
         logits = self.model.project(hidden).float()  # (r, V)
-        normalizer = torch.logsumexp(logits, dim=1, keepdim=True)  # (r, 1): log P = logit - normalizer
-        logits = forbid_specials(logits)  # constraints set -inf on logits exactly as on log-probs
-        eos = logits[:, EOS_ID] - normalizer[:, 0]  # (r,) unconstrained EOS log P
+        # Log-softmax's one fused pass, into a buffer every step reuses: a fresh (r, V) tensor per
+        # step costs page faults, and logsumexp plus a subtraction cost several more passes.
+        log_probs = torch.log_softmax(logits, dim=1, out=batch.log_prob_buffer(logits))
+        eos = log_probs[:, EOS_ID].clone()  # (r,) unconstrained EOS log P
+        log_probs = forbid_specials(log_probs)
         # A cut hypothesis needs no EOS at its limit: only `min_length` constrains EOS then.
         bounds = torch.full_like(limits, torch.iinfo(limits.dtype).max) if self.cut else limits
-        logits = apply_length_bounds(logits, step, bounds, self.config.min_length)
-        logits = block_repeated_ngrams(logits, history, self.config.no_repeat_ngram_size)
+        log_probs = apply_length_bounds(log_probs, step, bounds, self.config.min_length)
+        log_probs = block_repeated_ngrams(log_probs, history, self.config.no_repeat_ngram_size)
         if sampler is not None:
-            log_probs = end_when_stuck(logits - normalizer, eos)
+            log_probs = end_when_stuck(log_probs, eos)
             sampling = filter_for_sampling(log_probs, self.config.temperature, self.config.top_k, self.config.top_p)
             tokens, token_log_probs = sample_step(log_probs, sampling, sampler)
             values, tokens = token_log_probs[:, None], tokens[:, None]
         else:
-            values, tokens = top_candidates(logits, min(2 * self.beams, logits.shape[1]))  # (r, 2K)
-            values = values - normalizer
+            values, tokens = top_candidates(log_probs, min(2 * self.beams, log_probs.shape[1]))  # (r, 2K)
             end_stuck_candidates(values, tokens, eos)
         if self.config.limit_ending == "forced-eos":
             values = values.masked_fill((limits <= step)[:, None] & (tokens == EOS_ID), 0.0)
@@ -173,10 +187,13 @@ class Generator:
                              device=done.device)
         keep = (~done).nonzero(as_tuple=True)[0]  # (N',) running sentences that go on
         source_rows = (keep[:, None] * beams + outcome.live_beams[keep]).view(-1)  # (R',)
-        if keep.numel():
+        all_kept = keep.numel() == batch.sentence.numel()
+        # Every row extending itself (greedy search, steady beams) leaves the state as it is.
+        steady = all_kept and bool((source_rows == torch.arange(len(source_rows), device=source_rows.device)).all())
+        if keep.numel() and not steady:
             # Beams of one sentence share its source: unless a sentence left, only the
             # self-attention/recurrent part of the state needs reordering.
-            state.reorder(source_rows, same_sources=keep.numel() == batch.sentence.numel())
+            state.reorder(source_rows, same_sources=all_kept)
         batch.sentence, batch.limits = batch.sentence[keep], batch.limits[keep]
         batch.scores = outcome.live_scores[keep]
         tokens = outcome.live_tokens[keep].view(-1)
