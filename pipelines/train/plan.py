@@ -10,12 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
 from pipelines import outputs, settings
 from pipelines.datasets import read_manifest, staged_tokenizer
 from pipelines.outputs import OutputKind
 from pipelines.resources import resource_problems
 from pipelines.storage import Storage, absolute
-from pipelines.token_ids import check_token_ids
+from pipelines.token_ids import StorageShards, check_token_ids, dataset_tokenizer_digest
 from pipelines.train.init_from import check_init_from, package_model
 from s2s_core.config import layers, to_dict
 from s2s_core.errors import ConfigError, InputError
@@ -23,6 +25,7 @@ from s2s_core.models.config import ModelConfig
 from s2s_core.models.size import DEFAULT_MAX_MODEL_GB, GB, size_problem
 from s2s_core.tokenizer import Tokenizer
 from s2s_core.training import config as train_config
+from s2s_core.training.batching import NO_USABLE_PAIRS, TokenizedPairs, usable_rows
 from s2s_core.training.config import BatchConfig, TrainConfig
 
 RUN_NAME = "checkpoints"
@@ -94,6 +97,7 @@ def plan(storage: Storage, request: TrainRequest) -> TrainPlan:
     model, batching = fit_vocabulary(model, storage, data, manifest, train.batching, batching_keys(request))
     train = replace(train, batching=batching)
     check_token_ids(data, manifest, train.batching.loader)
+    check_usable_pairs(storage, data, manifest, train.batching)
     check_model_size(model, max_bytes)
     run_config = run_config_of(train, model, data, manifest)
     check_output(storage, output, run_config, request.overwrite)
@@ -161,6 +165,29 @@ def _fit_lengths(model: ModelConfig, batching: BatchConfig, tokenizers: dict[str
         else:
             fitted[key] = limit - template
     return replace(batching, **fitted), problems
+
+
+def check_usable_pairs(storage: Storage, data: str, manifest: dict, batching: BatchConfig) -> None:
+    """Refuse length limits that leave no train pair: the workers' batch planning would find it
+    only after Ray Train started (half a minute on 2 CPUs). Read from the token-id shards' length
+    columns, stopping at the first shard that holds a usable pair (the first one, normally).
+    A dataset without id shards of its own tokenizer (`loader=memory` on an older dataset) is
+    left to the workers, which tokenize it.
+
+    Raises:
+        ConfigError: no train pair is non-empty on both sides and within the limits.
+    """
+    section = manifest.get("token_ids")
+    if not section or section.get("tokenizer") != dataset_tokenizer_digest(manifest):
+        return
+    shards = StorageShards(storage, data, manifest, "train")
+    for shard in range(shards.shard_count()):
+        src_len, tgt_len = shards.lengths(shard)
+        lengths_only = TokenizedPairs(np.zeros(0, np.int32), np.concatenate([[0], np.cumsum(src_len)]),
+                                      np.zeros(0, np.int32), np.concatenate([[0], np.cumsum(tgt_len)]))
+        if len(usable_rows(lengths_only, batching.max_source_len, batching.max_target_len)):
+            return
+    raise ConfigError([NO_USABLE_PAIRS])
 
 
 def check_model_size(model: ModelConfig, max_bytes: int | None) -> None:

@@ -33,6 +33,7 @@ from pipelines.storage import Storage
 from s2s_core import errors
 from s2s_core.files import index_files
 from tests.conftest import REPO, SAMPLE
+from tests.pipelines.conftest import TINY
 
 
 @dataclass
@@ -311,10 +312,6 @@ def test_a_test_set_splits_lines_on_newline_only(tmp_path, separator):
 
 # --- through Ray Train and Prefect ----------------------------------------------------------------
 
-TINY = ["preset=transformer-tiny", "seed=5", "log_every=5", "optim.lr=2e-3", "schedule.warmup_steps=10",
-        "batching.max_tokens=1200", "validation.every_steps=0", "checkpoint.every_steps=5"]
-
-
 class Planted:
     marker = ""
 
@@ -324,18 +321,19 @@ class Planted:
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("pipeline")
-def test_a_planted_pickle_in_a_checkpoint_is_named_and_never_runs(dataset, tmp_path, capsys):
-    """optimizer.pt replaced by a pickle that runs a command, files.json updated to match: the
-    worker refuses it, and the CheckpointError it raises reaches the CLI as itself."""
+def test_a_planted_pickle_in_a_checkpoint_is_named_and_never_runs(dataset, two_workers, tmp_path, capsys):
+    """In a copy of the session's reference run, the last checkpoint's optimizer.pt replaced by a
+    pickle that runs a command, files.json updated to match: the worker refuses it, and the
+    CheckpointError it raises reaches the CLI as itself."""
     output = tmp_path / "run"
-    assert cli.main(["train", "--data", str(dataset), "--output", str(output), *TINY, "max_steps=5"]) == 0
-    checkpoint = output / "checkpoints" / "checkpoint-0000005"
+    shutil.copytree(two_workers, output)
+    checkpoint = output / "checkpoints" / "checkpoint-0000020"
     Planted.marker = str(tmp_path / "pwned")
     torch.save({"optimizer": Planted(), "scheduler": {}}, checkpoint / "optimizer.pt")
     (checkpoint / "files.json").write_text(json.dumps(index_files(checkpoint, exclude="files.json")))
     capsys.readouterr()
     code = cli.main(["train", "--data", str(dataset), "--output", str(output), "--max-failures", "0", *TINY,
-                     "max_steps=10"])
+                     "max_steps=30"])
     line = one_error(capsys)
     assert code == 3, line
     assert line.startswith(f"error: {checkpoint}/optimizer.pt: is not a plain state dict (Trying to load "

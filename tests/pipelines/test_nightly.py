@@ -19,9 +19,8 @@ from pipelines.orchestrate.nightly import nightly
 from pipelines.orchestrate.submissions import Registry, Submission, submission_id
 from pipelines.storage import Storage
 from tests.conftest import SAMPLE
-from tests.pipelines.conftest import sample_pairs
+from tests.pipelines.conftest import TINY, sample_pairs
 from tests.pipelines.test_generate import output_rows, success
-from tests.pipelines.test_train import TINY
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("pipeline")]
 

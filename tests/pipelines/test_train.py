@@ -24,13 +24,10 @@ from pipelines.storage import Storage, join
 from s2s_core.package import load_package
 from s2s_core.tokenizer import EOS_ID
 from tests.conftest import REPO
+from tests.pipelines.conftest import TINY
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("pipeline")]
 
-# transformer-tiny on small real batches: ~0.1 s a step on 2 CPUs. Dropout stays on (0.1):
-# it is seeded per global micro-batch, so every comparison below holds with it.
-TINY = ["preset=transformer-tiny", "seed=5", "log_every=1", "optim.lr=2e-3", "schedule.warmup_steps=10",
-        "batching.max_tokens=1200", "validation.every_steps=0", "checkpoint.every_steps=10"]
 
 
 def train(dataset: Path | str, output: Path | str, *args: str) -> int:
@@ -43,14 +40,6 @@ def losses(output: Path | str, storage: Storage | None = None) -> list[float]:
     records = [json.loads(line) for line in text.splitlines()]
     assert [r["step"] for r in records] == list(range(1, len(records) + 1))  # no gaps, no repeats
     return [r["loss"] for r in records]
-
-
-@pytest.fixture(scope="module")
-def two_workers(dataset, tmp_path_factory) -> Path:
-    """The reference run: 2 DDP workers, 20 steps."""
-    output = tmp_path_factory.mktemp("two-workers") / "run"
-    assert train(dataset, output, "--workers", "2", *TINY, "max_steps=20") == 0
-    return output
 
 
 def test_two_workers_follow_one_worker_with_the_same_global_batch(dataset, two_workers, tmp_path, capsys):
@@ -267,8 +256,11 @@ def test_init_from_a_package_with_another_tokenizer_is_refused(dataset, tiny_pac
     assert not (tmp_path / "continued").exists()
 
 
-def test_length_limits_that_leave_no_usable_pair_are_one_line(dataset, tmp_path, capsys):
-    # Raised by the workers' batch planning (streamed or in memory), reported as the config problem it is.
+@pytest.mark.parametrize("loader", ["stream", "memory"])
+def test_length_limits_that_leave_no_usable_pair_are_one_line(dataset, tmp_path, capsys, loader):
+    # Found by the plan from the token-id shards' lengths (either loader), before Ray Train
+    # starts: the flow has not claimed the output yet.
     assert train(dataset, tmp_path / "out", *TINY, "max_steps=2", "batching.max_source_len=1",
-                 "batching.max_target_len=1") == 2
+                 "batching.max_target_len=1", f"batching.loader={loader}") == 2
     assert "no training batches: no train pair is non-empty on both sides and within" in error_line(capsys)
+    assert not (tmp_path / "out").exists()
