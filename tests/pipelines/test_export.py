@@ -46,9 +46,10 @@ def held_out(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def run(held_out, tmp_path_factory) -> Path:
-    """A training run with its last 3 checkpoints and its model package (one to two minutes on the CI machine)."""
+    """A training run with its last 3 checkpoints and its model package (one to two minutes on the CI machine).
+    Its one worker gets both CPUs of the session's Ray (torch threads): nothing else runs meanwhile."""
     output = tmp_path_factory.mktemp("export") / "run"
-    assert cli.main(["train", "--data", str(held_out), "--output", str(output), *TRAIN]) == 0
+    assert cli.main(["train", "--data", str(held_out), "--output", str(output), "--cpus-per-worker", "2", *TRAIN]) == 0
     return output
 
 
