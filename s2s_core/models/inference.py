@@ -1,8 +1,8 @@
 """Inference-only speed-ups applied to a loaded model: oneDNN-packed Linear layers on the CPU.
 
 PyTorch runs `nn.Linear` on the CPU through MKL's sgemm; oneDNN with weights packed once into
-its blocked layout runs the same fp32 products about 2.5x faster at decoding shapes on the
-AVX-512 AMD machines we measured (CTranslate2 uses oneDNN there too). Results agree with
+its blocked layout runs the same fp32 products 2-3x faster at decoding shapes on the AMD
+machines we measured, AVX-512 and AVX2 alike (CTranslate2 uses oneDNN there too). Results agree with
 `F.linear` to fp32 rounding (about 1e-6 relative) and do not depend on the batch size.
 
 Packing freezes the weights: use it on a model that will only run inference (a loaded package),
